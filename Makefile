@@ -1,0 +1,46 @@
+# Two commands on a fresh machine (see README):
+#   make lab    create .venv if missing, install, open JupyterLab on lectures/
+#   make test   create .venv if missing, install, run unit tests + every notebook (nbval), print timings
+# Both are idempotent; the install step re-runs only when requirements.txt or pyproject.toml change.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# two pytest workers, one thread each: two kernels on two cores must not fight over threads
+WORKERS ?= 2
+export OMP_NUM_THREADS ?= 1
+export MPLBACKEND ?= Agg
+export PIP_DISABLE_PIP_VERSION_CHECK = 1
+
+.PHONY: install lab test test-unit test-notebooks lint clean-notebooks clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@if git rev-parse --git-dir >/dev/null 2>&1; then $(BIN)/nbstripout --install --attributes .git/info/attributes; fi
+	@touch $(STAMP)
+
+lab: install
+	$(BIN)/jupyter lab lectures/
+
+test: install
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile
+
+test-unit: install
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile tests
+
+test-notebooks: install
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile lectures
+
+lint: install
+	$(BIN)/ruff check .
+
+clean-notebooks: install
+	$(BIN)/nbstripout --drop-empty-cells --extra-keys "metadata.widgets" lectures/*.ipynb
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache

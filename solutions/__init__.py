@@ -1,0 +1,1 @@
+"""Reference solutions and exercise registries, one module per lecture (solutions/lNN_<stem>.py)."""
