@@ -54,7 +54,7 @@ def test_interact_draws_once_and_on_change():
         return fig
 
     slider = W.IntSlider(value=3, min=1, max=10)
-    box = widgets.interact(update, width=slider)
+    box = widgets.controls_box(update, width=slider)
     assert calls == [3]
     slider.value = 7
     assert calls == [3, 7]
@@ -64,6 +64,7 @@ def test_interact_draws_once_and_on_change():
 def test_interact_needs_controls_and_render_closes_figures():
     with pytest.raises(ValueError, match="at least one control"):
         widgets.interact(lambda: None)
+    assert widgets.interact(lambda k: None, k=W.IntSlider()) is None, "returns None: no double display"
     before = len(plt.get_fignums())
     fig = widgets.render(lambda k: plt.subplots()[0], k=1)
     assert isinstance(fig, plt.Figure) and len(plt.get_fignums()) == before

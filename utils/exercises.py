@@ -305,15 +305,14 @@ class LectureExercises:
         self._say(src)
         return src
 
-    def summary(self) -> dict[str, str]:
-        """Print a table of passed / not yet / failed and return it as a dict."""
+    def summary(self) -> None:
+        """Print a table of passed / not yet / failed (the same as a dict: ``ex.status``)."""
         width = max([len("exercise")] + [len(n) for n in self.status])
         lines = [f"{'exercise':<{width}}  status", f"{'-' * width}  -------"]
         lines += [f"{n:<{width}}  {s}" for n, s in self.status.items()]
         done = sum(s == "passed" for s in self.status.values())
         lines.append(f"{done}/{len(self.status)} passed")
         self._say("\n".join(lines))
-        return dict(self.status)
 
     def _say(self, text: str) -> None:
         if self.verbose:

@@ -12,7 +12,7 @@ import ipywidgets as W
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-__all__ = ["interact", "render"]
+__all__ = ["interact", "controls_box", "render"]
 
 
 def render(update: Callable[..., Any], **values: Any) -> Any:
@@ -24,12 +24,18 @@ def render(update: Callable[..., Any], **values: Any) -> Any:
     return result
 
 
-def interact(update: Callable[..., Any], **controls: W.ValueWidget) -> W.VBox:
-    """Lay out ``controls`` above an output area; draw ``update(**values)`` now and on every change.
+def interact(update: Callable[..., Any], **controls: W.ValueWidget) -> None:
+    """Show ``controls`` above an output area; draw ``update(**values)`` now and on every change.
 
-    ``update`` returns a matplotlib Figure (shown) or anything displayable (e.g. a string).
-    Returns the widget box (displayed already).
+    ``update`` returns a matplotlib Figure (shown) or anything displayable (e.g. a string). Returns None, so
+    a call as the last line of a cell does not display the widget a second time.
     """
+    display(controls_box(update, **controls))
+
+
+def controls_box(update: Callable[..., Any], **controls: W.ValueWidget) -> W.VBox:
+    """The widget behind :func:`interact`, not displayed: controls above an output area that ``update`` has
+    drawn into once already and redraws on every change."""
     if not controls:
         raise ValueError("interact needs at least one control, e.g. width=ipywidgets.IntSlider(...)")
     out = W.Output()
@@ -47,7 +53,5 @@ def interact(update: Callable[..., Any], **controls: W.ValueWidget) -> W.VBox:
 
     for c in controls.values():
         c.observe(redraw, names="value")
-    box = W.VBox([W.HBox(list(controls.values())), out])
-    display(box)
     redraw()
-    return box
+    return W.VBox([W.HBox(list(controls.values())), out])
