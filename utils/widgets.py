@@ -3,6 +3,9 @@
 A lecture writes ``update(**values) -> matplotlib Figure`` (testable without a browser) and calls
 ``utils.widgets.interact(update, width=IntSlider(...))``: the figure is drawn once straight away (so a headless
 run, nbval, or a static render still shows it and exercises the code) and redrawn whenever a control changes.
+
+The figure goes into an ordinary display output that is updated in place (``display_id``), not into an
+``ipywidgets.Output``: executing an Output-widget capture headless can stall nbclient (jupyter/nbclient#312).
 """
 from __future__ import annotations
 
@@ -10,9 +13,9 @@ from typing import Any, Callable
 
 import ipywidgets as W
 import matplotlib.pyplot as plt
-from IPython.display import display
+from IPython.display import DisplayHandle, display
 
-__all__ = ["interact", "controls_box", "render"]
+__all__ = ["interact", "render"]
 
 
 def render(update: Callable[..., Any], **values: Any) -> Any:
@@ -25,33 +28,23 @@ def render(update: Callable[..., Any], **values: Any) -> Any:
 
 
 def interact(update: Callable[..., Any], **controls: W.ValueWidget) -> None:
-    """Show ``controls`` above an output area; draw ``update(**values)`` now and on every change.
+    """Show ``controls`` in a row, then ``update(**values)`` below them, redrawn in place on every change.
 
-    ``update`` returns a matplotlib Figure (shown) or anything displayable (e.g. a string). Returns None, so
-    a call as the last line of a cell does not display the widget a second time.
+    ``update`` returns a matplotlib Figure or anything displayable (e.g. a string). Returns None, so a call as
+    the last line of a cell does not display anything twice.
     """
-    display(controls_box(update, **controls))
-
-
-def controls_box(update: Callable[..., Any], **controls: W.ValueWidget) -> W.VBox:
-    """The widget behind :func:`interact`, not displayed: controls above an output area that ``update`` has
-    drawn into once already and redraws on every change."""
     if not controls:
         raise ValueError("interact needs at least one control, e.g. width=ipywidgets.IntSlider(...)")
-    out = W.Output()
+
+    def current() -> Any:
+        return render(update, **{name: c.value for name, c in controls.items()})
+
+    display(W.HBox(list(controls.values())))
+    handle = DisplayHandle()  # an output we can replace in place
+    handle.display(current())
 
     def redraw(_change: Any = None) -> None:
-        values = {name: c.value for name, c in controls.items()}
-        with out:
-            out.clear_output(wait=True)
-            result = update(**values)
-            if isinstance(result, plt.Figure):
-                display(result)
-                plt.close(result)
-            elif result is not None:
-                display(result)
+        handle.update(current())
 
     for c in controls.values():
         c.observe(redraw, names="value")
-    redraw()
-    return W.VBox([W.HBox(list(controls.values())), out])
