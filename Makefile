@@ -24,8 +24,11 @@ $(STAMP): requirements.txt pyproject.toml
 	@if git rev-parse --git-dir >/dev/null 2>&1; then $(BIN)/nbstripout --install --attributes .git/info/attributes; fi
 	@touch $(STAMP)
 
+# root (containers, cloud VMs) must be allowed explicitly by Jupyter
+LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
+
 lab: install
-	$(BIN)/jupyter lab lectures/
+	$(BIN)/jupyter lab $(LAB_FLAGS) lectures/
 
 test: install
 	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile
