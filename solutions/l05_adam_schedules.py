@@ -19,10 +19,8 @@ from typing import Callable, Iterable
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
-from utils.exercises import Case, Exercise
+from utils.exercises import Case, Exercise, optimizer_runner, run_optimizer
 
 __all__ = [
     "Adam", "AdamW", "warmup_cosine", "clip_grad_norm_", "run_optimizer", "step_decay", "cosine_decay",
@@ -138,38 +136,6 @@ def _adam_variant(name: str, *, l2: bool = True, decoupled: bool = False, bias_c
 
     Variant.__name__ = Variant.__qualname__ = name
     return Variant
-
-
-def _tiny_regression(seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """A 5 → 8 → 2 tanh network and a fixed batch (X (16, 5), Y (16, 2)) for the optimizer checks."""
-    gen = torch.Generator().manual_seed(seed)
-    X = torch.randn(16, 5, generator=gen)
-    Y = torch.randn(16, 2, generator=gen)
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 2))
-    return model, X, Y
-
-
-def run_optimizer(optimizer_class: Callable, steps: int = 10, loss_scale: float = 1.0, seed: int = 0,
-                  **hparams) -> dict[str, torch.Tensor]:
-    """Train a small fixed network with ``optimizer_class(model.parameters(), **hparams)`` for ``steps`` steps.
-
-    The initial weights and the data depend only on ``seed``, so two optimizer classes that implement the same
-    update rule end with the same parameters. ``loss_scale`` multiplies the MSE loss (tiny scales make ``eps``
-    matter). Returns ``{parameter name: final value}``.
-    """
-    model, X, Y = _tiny_regression(seed)
-    opt = optimizer_class(model.parameters(), **hparams)
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = loss_scale * F.mse_loss(model(X), Y)
-        loss.backward()
-        opt.step()
-    return {name: p.detach().clone() for name, p in model.named_parameters()}
-
-
-def _optimizer_runner(impl: Callable, case: Case) -> dict[str, torch.Tensor] | None:
-    return run_optimizer(impl, **case.kwargs)
 
 
 def _adam_cases() -> list[Case]:
@@ -435,7 +401,7 @@ EXERCISES = [
         name="Adam",
         reference=Adam,
         cases=_adam_cases,
-        runner=_optimizer_runner,
+        runner=optimizer_runner,
         atol=1e-6, rtol=1e-6,
         mistakes={
             "no bias correction (m and v start at 0, so early updates are mis-scaled)":
@@ -456,7 +422,7 @@ EXERCISES = [
         name="AdamW",
         reference=AdamW,
         cases=_adamw_cases,
-        runner=_optimizer_runner,
+        runner=optimizer_runner,
         atol=1e-6, rtol=1e-6,
         mistakes={
             "L2 added to the gradient (that is Adam's weight_decay, not decoupled decay)":

@@ -28,13 +28,14 @@ import inspect
 import math
 import pkgutil
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 __all__ = [
-    "Case", "Exercise", "ExerciseError", "LectureExercises", "compare", "for_lecture", "run_module",
+    "Case", "Exercise", "ExerciseError", "LectureExercises", "compare", "for_lecture", "run_module", "run_optimizer",
+    "optimizer_runner",
 ]
 
 
@@ -255,6 +256,51 @@ def run_module(reference: type[torch.nn.Module]) -> Runner:
         return result
 
     return runner
+
+
+# ----------------------------------------------------------------------------------------------- optimizers
+def _tiny_regression(seed: int = 0) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A 5 → 8 → 2 tanh network and a fixed batch (X (16, 5), Y (16, 2)) for the optimizer checks."""
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.randn(16, 5, generator=gen)
+    Y = torch.randn(16, 2, generator=gen)
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    return model, X, Y
+
+
+def run_optimizer(optimizer_class: Callable, steps: int = 10, seed: int = 0, loss_scale: float = 1.0,
+                  lr_schedule: Sequence[float] | None = None, groups: dict | None = None, freeze_bias: bool = False,
+                  **hparams: Any) -> dict[str, torch.Tensor]:
+    """Train a small fixed network with ``optimizer_class(params, **hparams)`` for ``steps`` full-batch steps.
+
+    The initial weights and the data depend only on ``seed``, so two optimizer classes that implement the same
+    update rule end with the same parameters (the check for optimizer exercises, L04/L05). Options:
+    ``loss_scale`` multiplies the MSE loss (tiny scales make ``eps`` matter); ``lr_schedule``: the lr of every
+    group at each step (set through ``param_groups``, as a scheduler does); ``groups``: hyperparameters of a second
+    parameter group holding the last layer, e.g. ``{"lr": 0.01}``; ``freeze_bias``: the first layer's bias gets
+    no gradient (``p.grad is None``: must be skipped). Returns ``{parameter name: final value}``.
+    """
+    model, X, Y = _tiny_regression(seed)
+    if freeze_bias:
+        model[0].bias.requires_grad_(False)
+    params: Any = model.parameters()
+    if groups is not None:
+        params = [{"params": model[0].parameters()}, {"params": model[2].parameters(), **groups}]
+    opt = optimizer_class(params, **hparams)
+    for step in range(steps):
+        if lr_schedule is not None:
+            for group in opt.param_groups:
+                group["lr"] = lr_schedule[step]
+        opt.zero_grad()
+        (loss_scale * torch.nn.functional.mse_loss(model(X), Y)).backward()
+        opt.step()
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def optimizer_runner(impl: Callable, case: Case) -> dict[str, torch.Tensor]:
+    """Runner for optimizer-class exercises: ``run_optimizer(impl, **case.kwargs)``."""
+    return run_optimizer(impl, **case.kwargs)
 
 
 # ---------------------------------------------------------------------------------------- per lecture API
