@@ -211,3 +211,19 @@ def test_for_lecture_unknown_lecture_is_explained():
 def test_exercise_without_cases_is_a_registry_bug():
     with pytest.raises(ValueError, match="has no cases"):
         Exercise("f", abs, []).get_cases()
+
+
+def test_check_does_not_disturb_the_lectures_random_stream():
+    import random
+
+    ex = make_checker()
+    torch.manual_seed(5)
+    np.random.seed(5)
+    random.seed(5)
+    expected = (torch.rand(3), np.random.rand(), random.random())
+    torch.manual_seed(5)
+    np.random.seed(5)
+    random.seed(5)
+    ex.check(ref_softmax, name="softmax")  # the cases seed every generator
+    got = (torch.rand(3), np.random.rand(), random.random())
+    assert torch.equal(expected[0], got[0]) and expected[1:] == got[1:]

@@ -22,13 +22,14 @@ A solutions module registers its exercises in a module-level list ``EXERCISES`` 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import inspect
 import math
 import pkgutil
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -327,7 +328,8 @@ class LectureExercises:
         name = name or getattr(impl, "__name__", None)
         exercise = self._get(name)
         try:
-            _, n = exercise.diagnose(impl)
+            with _preserved_rng():  # the cases reseed; the lecture's own random stream must not depend on them
+                _, n = exercise.diagnose(impl)
         except _NotImplemented:
             self.status[name] = "not yet"
             self._say(f"{name}: not implemented yet, using the reference solution so the lecture keeps running")
@@ -382,6 +384,20 @@ def for_lecture(n: int, verbose: bool = True) -> LectureExercises:
 
 
 # ---------------------------------------------------------------------------------------------- internals
+@contextlib.contextmanager
+def _preserved_rng() -> Iterator[None]:
+    """Restore Python's, NumPy's and torch's (CPU) random state on exit."""
+    import random
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
 def _seed(seed: int) -> None:
     import random
 
