@@ -219,20 +219,36 @@ def compare(expected: Any, got: Any, atol: float = 1e-5, rtol: float = 1e-5, pat
 
 
 # -------------------------------------------------------------------------------------------------- modules
-def run_module(reference: type[torch.nn.Module]) -> Runner:
+def run_module(reference: type[torch.nn.Module], build: Callable[[Case], dict] | None = None,
+               outputs: Sequence[str] | None = None) -> Runner:
     """A runner for ``nn.Module`` exercises.
 
-    Each case is ``Case(args=(inputs...), kwargs={constructor kwargs})``. The student's class is built with the
-    same constructor arguments, the reference's freshly seeded weights are copied into it (so parameter names
-    must match), then outputs and the gradients of every parameter and input (of a fixed random projection
-    of the output) are returned for comparison.
+    Each case is ``Case(args=(inputs...), kwargs={constructor kwargs})``; inputs may be tensors or tuples of
+    tensors (an LSTM's ``(h, c)``). The student's class is built with the same constructor arguments
+    (``build(case)`` if given, else ``case.kwargs``), the reference's freshly seeded weights are copied into it (so
+    parameter names must match), then the outputs and the gradients of every parameter and input tensor (of a
+    fixed random projection of all floating outputs) are returned for comparison. A module returning a tuple
+    (``None`` entries allowed) names its outputs with ``outputs=["context", "weights"]``.
     """
 
-    def runner(impl: type[torch.nn.Module], case: Case) -> dict[str, Any]:
+    def with_grad(a: Any) -> Any:
+        if isinstance(a, torch.Tensor):
+            return a.detach().clone().requires_grad_(a.is_floating_point())
+        if isinstance(a, tuple):
+            return tuple(with_grad(t) for t in a)
+        return a
+
+    def leaves(a: Any) -> list[torch.Tensor]:
+        if isinstance(a, torch.Tensor):
+            return [a]
+        return [t for x in a for t in leaves(x)] if isinstance(a, tuple) else []
+
+    def runner(impl: type[torch.nn.Module], case: Case) -> dict[str, Any] | None:
+        kwargs = build(case) if build is not None else case.kwargs
         _seed(case.seed)
-        ref_state = reference(**case.kwargs).state_dict()
+        ref_state = reference(**kwargs).state_dict()
         _seed(case.seed)
-        model = impl(**case.kwargs)
+        model = impl(**kwargs)
         if model is None:
             return None
         names, ref_names = sorted(model.state_dict()), sorted(ref_state)
@@ -240,20 +256,26 @@ def run_module(reference: type[torch.nn.Module]) -> Runner:
             raise ExerciseError(f"{getattr(impl, '__name__', impl)}: parameter/buffer names differ from the "
                                 f"reference: expected {ref_names}, got {names}")
         model.load_state_dict(ref_state)
-        inputs = [a.detach().clone().requires_grad_(a.is_floating_point()) if isinstance(a, torch.Tensor) else a
-                  for a in copy.deepcopy(case.args)]
+        inputs = [with_grad(a) for a in copy.deepcopy(case.args)]
         out = model(*inputs)
         if out is None:
             return None
+        outs = out if isinstance(out, tuple) else (out,)
+        if outputs is not None and len(outs) != len(outputs):
+            raise ExerciseError(f"{getattr(impl, '__name__', impl)} should return {len(outputs)} values "
+                                f"({', '.join(outputs)}), got {len(outs)}")
+        labels = list(outputs) if outputs is not None else (
+            [f"output[{i}]" for i in range(len(outs))] if isinstance(out, tuple) else ["output"])
         gen = torch.Generator().manual_seed(1234)
-        projection = torch.randn(out.shape, generator=gen, dtype=out.dtype)
-        (out * projection).sum().backward()
-        result = {"output": out.detach()}
+        floating = [o for o in outs if isinstance(o, torch.Tensor) and o.is_floating_point() and o.requires_grad]
+        if floating:
+            sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype)).sum() for o in floating).backward()
+        result: dict[str, Any] = {k: (o.detach() if isinstance(o, torch.Tensor) else o) for k, o in zip(labels, outs)}
         for name, p in model.named_parameters():
             result[f"grad of {name}"] = p.grad.detach() if p.grad is not None else torch.zeros_like(p)
-        for i, a in enumerate(inputs):
-            if isinstance(a, torch.Tensor) and a.grad is not None:
-                result[f"grad of input {i}"] = a.grad.detach()
+        for i, t in enumerate(leaves(tuple(inputs))):
+            if t.requires_grad:
+                result[f"grad of input tensor {i}"] = t.grad.detach() if t.grad is not None else torch.zeros_like(t)
         return result
 
     return runner
