@@ -466,15 +466,7 @@ EXERCISES = [
         hint="h = zeros (B, H) if h is None; return torch.tanh(x @ self.weight_ih.T + self.bias_ih "
              "+ h @ self.weight_hh.T + self.bias_hh).",
     ),
-    Exercise(
-        name="clip_grad_norm_",
-        reference=_CLIP.reference,
-        cases=_CLIP.cases,
-        runner=_CLIP.runner,
-        mistakes=dict(_CLIP.mistakes),
-        hint=_CLIP.hint,
-        atol=_CLIP.atol, rtol=_CLIP.rtol,
-    ),
+    _CLIP,  # the same exercise as L05's: one registration, reused
     Exercise(
         name="LSTMCell",
         reference=LSTMCell,
