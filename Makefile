@@ -13,7 +13,7 @@ export OMP_NUM_THREADS ?= 1
 export MPLBACKEND ?= Agg
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: install lab test test-unit test-notebooks lint clean-notebooks clean
+.PHONY: install lab test test-unit test-notebooks lint bench clean-notebooks clean
 
 install: $(STAMP)
 
@@ -38,6 +38,9 @@ test-unit: install
 
 test-notebooks: install
 	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile lectures
+
+bench: install
+	OMP_NUM_THREADS= $(BIN)/python benchmarks/gpt_speed.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,6 +1,7 @@
 """Shared helpers of the course "Deep Learning — from neural nets to frontier models".
 
-Flat and small: `utils.data` (offline datasets), `utils.exercises` (checked exercises), `utils.plotting`,
+Flat and small: `utils.data` (offline datasets), `utils.exercises` (checked exercises), `utils.gpt` (nanoGPT-style
+GPT), `utils.plotting`,
 `utils.widgets`, `utils.training` (`fit`/`evaluate` for lectures after L03). The functions here set up a
 reproducible run: `seed_everything`, `device`, `env_report`.
 """
@@ -13,9 +14,9 @@ import random
 import numpy as np
 import torch
 
-from utils import data, exercises, plotting, training, widgets  # noqa: F401  (re-exported submodules)
+from utils import data, exercises, gpt, plotting, training, widgets  # noqa: F401  (re-exported submodules)
 
-__all__ = ["seed_everything", "device", "env_report", "data", "exercises", "plotting", "training", "widgets"]
+__all__ = ["seed_everything", "device", "env_report", "data", "exercises", "gpt", "plotting", "training", "widgets"]
 
 
 def seed_everything(seed: int = 0) -> None:
