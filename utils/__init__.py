@@ -1,9 +1,8 @@
 """Shared helpers of the course "Deep Learning — from neural nets to frontier models".
 
-Flat and small: `utils.data` (offline datasets), `utils.exercises` (checked exercises), `utils.gpt` (nanoGPT-style
-GPT), `utils.plotting`,
-`utils.widgets`, `utils.training` (`fit`/`evaluate` for lectures after L03). The functions here set up a
-reproducible run: `seed_everything`, `device`, `env_report`.
+Flat and small: `utils.data` (offline datasets), `utils.exercises` (checked exercises), `utils.gpt` (a
+nanoGPT-style GPT), `utils.plotting`, `utils.widgets`, `utils.training` (`fit`/`evaluate` for lectures after L03).
+The functions here set up a reproducible run: `seed_everything`, `device`, `env_report`.
 """
 from __future__ import annotations
 
