@@ -1,7 +1,8 @@
 # Two commands on a fresh machine (see README):
 #   make lab    create .venv if missing, install, open JupyterLab on lectures/
 #   make test   create .venv if missing, install, run unit tests + every notebook (nbval), print timings
-# Both are idempotent; the install step re-runs only when requirements.txt or pyproject.toml change.
+#   make slides / make site / make test-browser   instructor tooling (README, "For instructors")
+# All are idempotent; the install step re-runs only when requirements.txt or pyproject.toml change.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -13,7 +14,7 @@ export OMP_NUM_THREADS ?= 1
 export MPLBACKEND ?= Agg
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: install lab test test-unit test-notebooks lint bench clean-notebooks clean
+.PHONY: install lab test test-unit test-notebooks lint bench clean-notebooks clean slides site test-browser browser-deps
 
 install: $(STAMP)
 
@@ -41,6 +42,27 @@ test-notebooks: install
 
 bench: install
 	OMP_NUM_THREADS= $(BIN)/python benchmarks/gpt_speed.py
+
+# ---- instructor tooling: offline reveal.js slides, a static course site, real-browser tests -----------------
+# front-end files (reveal.js, MathJax, require.js, jQuery, widget renderer) come from npm, pinned by package-lock.json
+NODE_STAMP := node_modules/.installed
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $(NODE_STAMP)
+
+slides: install $(NODE_STAMP)
+	$(BIN)/python tools/build_html.py slides
+
+site: install $(NODE_STAMP)
+	$(BIN)/python tools/build_html.py site
+
+# Debian's chromium, driven by Playwright (browser downloads are impossible offline)
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser-deps:
+	@test -x /usr/bin/chromium || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
+
+test-browser: install browser-deps slides site
+	DL_COURSE_BROWSER_TESTS=1 $(BIN)/python -m pytest tests/browser --screenshot=only-on-failure --output=build/screenshots/failures
 
 lint: install
 	$(BIN)/ruff check .

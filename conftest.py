@@ -18,6 +18,10 @@ _seconds: dict[str, float] = defaultdict(float)
 _rss_mb: dict[str, float] = defaultdict(float)
 _failed: set[str] = set()
 
+# the browser tests need Chromium and the built slides/site: `make test-browser` runs them, `make test` does not
+if os.environ.get("DL_COURSE_BROWSER_TESTS") != "1":
+    collect_ignore = ["tests/browser"]
+
 
 def _kernel_peak_rss_mb(item: pytest.Item) -> float | None:
     """Peak resident memory of the notebook's kernel process, in MB (None where it cannot be read)."""

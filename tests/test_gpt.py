@@ -75,6 +75,23 @@ def test_generate_length_determinism_and_top_k():
         model.generate(start, 1, temperature=0)
 
 
+def test_top_p_filter_by_hand_and_in_generate():
+    from utils.gpt import top_p_filter
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.05, 0.15, 0.3, 0.5]]))
+    inf = float("-inf")
+    kept = top_p_filter(logits, 0.8)  # 0.5 + 0.3 reaches 0.8: two tokens survive, in any position
+    assert torch.equal(kept.isinf(), torch.tensor([[False, False, True, True], [True, True, False, False]]))
+    assert torch.equal(top_p_filter(logits, 0.81).isinf().sum(1), torch.tensor([1, 1]))
+    assert top_p_filter(logits, 0.1)[0, 1] == inf and not top_p_filter(logits, 1.0).isinf().any()
+    model = make()
+    start = torch.zeros(2, 1, dtype=torch.long)
+    greedy = model.generate(start, 5, top_k=1)
+    assert torch.equal(model.generate(start, 5, top_p=1e-6), greedy), "a tiny nucleus is greedy"
+    with pytest.raises(ValueError, match="top_p must be in"):
+        model.generate(start, 1, top_p=0)
+
+
 def test_bad_config_and_too_long_input():
     with pytest.raises(ValueError, match="divisible by n_head"):
         GPT(GPTConfig(n_embd=30, n_head=4))

@@ -1,7 +1,8 @@
 """Shared helpers of the course "Deep Learning — from neural nets to frontier models".
 
 Flat and small: `utils.data` (offline datasets), `utils.exercises` (checked exercises), `utils.gpt` (a
-nanoGPT-style GPT), `utils.plotting`, `utils.widgets`, `utils.training` (`fit`/`evaluate` for lectures after L03).
+nanoGPT-style GPT), `utils.pretrained` (the course's committed tiny models), `utils.plotting`, `utils.widgets`,
+`utils.training` (`fit`/`evaluate` for lectures after L03).
 The functions here set up a reproducible run: `seed_everything`, `device`, `env_report`.
 """
 from __future__ import annotations
@@ -15,7 +16,18 @@ import torch
 
 from utils import data, exercises, gpt, plotting, training, widgets  # noqa: F401  (re-exported submodules)
 
-__all__ = ["seed_everything", "device", "env_report", "data", "exercises", "gpt", "plotting", "training", "widgets"]
+__all__ = ["seed_everything", "device", "env_report", "data", "exercises", "gpt", "plotting", "pretrained", "training",
+           "widgets"]
+
+
+def __getattr__(name: str):
+    # `utils.pretrained` is imported on first use (PEP 562), so `python -m utils.pretrained build NAME` runs the
+    # module fresh instead of re-executing one that the package already imported
+    if name == "pretrained":
+        import importlib
+
+        return importlib.import_module("utils.pretrained")
+    raise AttributeError(f"module 'utils' has no attribute {name!r}")
 
 
 def seed_everything(seed: int = 0) -> None:

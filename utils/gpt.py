@@ -19,7 +19,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["GPTConfig", "GPT", "CausalSelfAttention", "MLP", "Block"]
+__all__ = ["GPTConfig", "GPT", "CausalSelfAttention", "MLP", "Block", "top_p_filter"]
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filter. logits (B, V) → (B, V) with -inf outside the smallest set of most likely tokens whose
+    probability reaches p (the top token is always kept)."""
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = F.softmax(sorted_logits, dim=-1)
+    # drop a token when the tokens ranked above it already reach p
+    drop_sorted = probs.cumsum(dim=-1) - probs >= p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
 
 
 @dataclass
@@ -139,14 +150,17 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None) -> torch.Tensor:
+                 top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
         """Append ``max_new_tokens`` sampled tokens to idx (B, T); returns (B, T + max_new_tokens).
 
         The context is cropped to the last ``block_size`` tokens. ``temperature`` → 0 approaches greedy
-        decoding; ``top_k`` samples only among the k most likely tokens.
+        decoding; ``top_k`` samples only among the k most likely tokens; ``top_p`` (nucleus sampling) only
+        among the fewest most likely tokens whose probabilities add up to at least p.
         """
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         was_training = self.training
         self.eval()
         for _ in range(max_new_tokens):
@@ -156,6 +170,8 @@ class GPT(nn.Module):
             if top_k is not None:
                 kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
                 logits = logits.masked_fill(logits < kth, float("-inf"))
+            if top_p is not None:
+                logits = top_p_filter(logits, top_p)
             next_id = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
             idx = torch.cat([idx, next_id], dim=1)
         self.train(was_training)
