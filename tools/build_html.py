@@ -37,7 +37,9 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 # what to copy out of node_modules (source → name under _static/), and what to leave behind
 VENDOR = {
-    "reveal.js": ["dist", "plugin"],
+    # only the theme we use: most of reveal's other themes @import Google Fonts
+    "reveal.js": ["dist/reveal.js", "dist/reveal.css", "dist/reset.css", "dist/theme/white.css",
+                  "dist/theme/fonts/source-sans-pro", "plugin/notes"],
     "mathjax": ["MathJax.js", "config", "extensions", "jax/input/TeX", "jax/output/CommonHTML", "jax/element",
                 "fonts/HTML-CSS/TeX/woff", "localization/en"],
     "requirejs": ["require.js"],
@@ -113,6 +115,8 @@ def copy_static(dest: Path) -> None:
                 shutil.copytree(src, dst, dirs_exist_ok=True)
             else:
                 shutil.copy2(src, dst)
+    for css in static.rglob("*.css"):  # a stylesheet can fetch too (@import of web fonts)
+        _check_offline(css.read_text(encoding="utf-8", errors="replace"), css)
 
 
 def _exporter(kind: str):
@@ -127,6 +131,7 @@ def _exporter(kind: str):
     if kind == "slides":
         c.SlidesExporter.template_name = "course_reveal"
         c.SlidesExporter.reveal_scroll = True  # long code cells scroll instead of overflowing the slide
+        c.SlidesExporter.reveal_theme = "white"  # nbconvert's default theme ("simple") imports Google Fonts
         return SlidesExporter(config=c)
     c.HTMLExporter.template_name = "course_lab"
     return HTMLExporter(config=c)
@@ -148,6 +153,7 @@ def _check_offline(page: str, path: Path) -> None:
     remote += re.findall(r"""<link\b[^>]*?\shref\s*=\s*["'](https?://[^"']+)""", page)
     remote += re.findall(r"""url\(\s*["']?(https?://[^)"']+)""", page)
     remote += re.findall(r"""import\s+[^;]*?from\s+["'](https?://[^"']+)""", page)
+    remote += re.findall(r"""@import\s+["'](https?://[^"']+)""", page)
     if remote:
         raise RuntimeError(f"{path} would load {remote[:3]} from the network")
 

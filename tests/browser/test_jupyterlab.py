@@ -26,7 +26,9 @@ def _free_port() -> int:
 def lab(tmp_path):
     """A token-less JupyterLab on a free localhost port serving a *copy* of the lecture (Lab autosaves, and the
     committed notebook must stay clean). Stopped when the test ends, pass or fail."""
-    shutil.copy(ROOT / "lectures" / f"{LECTURE}.ipynb", tmp_path)
+    root = tmp_path / "course"
+    root.mkdir()
+    shutil.copy(ROOT / "lectures" / f"{LECTURE}.ipynb", root)
     # render every cell (JupyterLab 4 only renders the cells in view by default) and ask for no news
     settings = tmp_path / ".settings"
     for plugin, values in {"notebook-extension/tracker": {"windowingMode": "none"},
@@ -35,13 +37,12 @@ def lab(tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values))
     port = _free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "JUPYTER_CONFIG_DIR": str(tmp_path / ".jupyter"),
-           "JUPYTER_RUNTIME_DIR": str(tmp_path / ".runtime")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "JUPYTER_RUNTIME_DIR": str(tmp_path / ".runtime")}
     log = open(tmp_path / "lab.log", "w")
     proc = subprocess.Popen(
         [which("jupyter"), "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
          "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
-         "--ServerApp.allow_root=True", f"--ServerApp.root_dir={tmp_path}", "--LabApp.news_url=None",
+         "--ServerApp.allow_root=True", f"--ServerApp.root_dir={root}", "--LabApp.news_url=None",
          f"--LabApp.user_settings_dir={settings}",
          "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
         stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -56,7 +57,7 @@ def lab(tmp_path):
                 if proc.poll() is not None or time.time() > deadline:
                     pytest.fail("JupyterLab did not start:\n" + (tmp_path / "lab.log").read_text()[-2000:])
                 time.sleep(0.5)
-        yield url, tmp_path
+        yield url, root
     finally:
         proc.terminate()
         try:
@@ -78,7 +79,13 @@ def test_run_all_then_slider_redraws_the_plot(lab, page, screenshots):
     page.set_default_timeout(60_000)
     page.goto(f"{url}/lab/tree/{LECTURE}.ipynb")
     page.locator(".jp-Notebook").wait_for()
-    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=120_000)
+    # some setups ask which kernel to start: take the notebook's own (python3)
+    page.wait_for_timeout(2000)
+    dialog = page.locator(".jp-Dialog")
+    if dialog.count() and dialog.get_by_text("Select Kernel").count():
+        dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
+    # the status bar reads "Python 3 (ipykernel) | Idle" once the kernel is up
+    page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=120_000)
 
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").click()
     page.locator(".lm-Menu").get_by_text("Run All Cells", exact=True).click()
@@ -94,7 +101,7 @@ def test_run_all_then_slider_redraws_the_plot(lab, page, screenshots):
             break
         assert time.time() < deadline, f"Run All did not finish: {len(done)}/{n_code} cells ran"
         time.sleep(1)
-    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()
+    page.get_by_text("Python 3 (ipykernel) | Idle").wait_for()
 
     # no error output: save the notebook and read its outputs (stderr warnings and tqdm bars are not errors)
     page.keyboard.press("Control+s")

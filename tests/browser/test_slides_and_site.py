@@ -35,7 +35,10 @@ def test_slide_deck_steps_and_renders_math_offline(page, offline_requests, scree
         .findIndex(s => s.querySelector('.MathJax_CHTML'))""")
     assert index >= 0
     page.evaluate(f"() => {{ location.hash = '#/{index}'; }}")
-    page.wait_for_timeout(500)
+    # typeset and laid out: the formulas on the current slide have a size
+    page.wait_for_function("""() => { const m = [...document.querySelectorAll('section.present .MathJax_CHTML')];
+        return m.length > 0 && m.every(e => e.getBoundingClientRect().width > 0); }""", timeout=60_000)
+    page.wait_for_timeout(1000)  # let the web fonts settle before the picture
     page.screenshot(path=screenshots / "slides_math.png")
     assert offline_requests == [], f"the deck tried to load {offline_requests[:5]}"
 
