@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 __all__ = [
     "moons", "circles", "spirals", "gaussian_mixture", "digits", "mnist1d", "font_digits", "shapes", "Scenes",
     "text_corpus", "copy_task", "reversal_task", "sorting_task", "addition_problems", "modular_arithmetic",
-    "kv_recall", "word_problems", "cache_dir", "download", "download_file", "DownloadError", "DATASETS",
+    "kv_recall", "word_problems", "cache_dir", "atomic_write", "download", "download_file", "DownloadError", "DATASETS",
 ]
 
 
@@ -232,10 +233,18 @@ def font_digits(n: int = 20000, size: int = 28, split: str = "train", seed: int 
 
 
 def _atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    os.close(fd)
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write a file so that readers see either the old file or the complete new one: ``write(f)`` fills a
+    temporary file in the same directory, which is then renamed over ``path`` (removed if ``write`` fails).
+    Used for the data cache and the committed checkpoints."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     try:
-        np.savez_compressed(tmp, **arrays)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; cached data and checkpoints are meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

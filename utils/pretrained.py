@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 import types
 from dataclasses import asdict
@@ -30,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.data import atomic_write
 from utils.gpt import GPT, GPTConfig
 
 __all__ = ["CharTokenizer", "DigitJudge", "load", "info", "build", "evaluate", "NAMES", "CHECKPOINT_DIR",
@@ -308,22 +307,10 @@ def build(name: str, directory: str | Path | None = None, steps: int | None = No
               "build_command": f"python -m utils.pretrained build {name}",
               "train_seconds": round(time.time() - t0, 1), "threads": torch.get_num_threads(),
               "torch": torch.__version__}
-    _atomic_write(pt, lambda f: torch.save(payload, f))
-    _atomic_write(js, lambda f: f.write(json.dumps(record, indent=2).encode() + b"\n"))
+    atomic_write(pt, lambda f: torch.save(payload, f))
+    atomic_write(js, lambda f: f.write(json.dumps(record, indent=2).encode() + b"\n"))
     log(f"wrote {pt} ({pt.stat().st_size / 1e6:.2f} MB): " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return record
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; checkpoints are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # ---------------------------------------------------------------------------------------------- loading
