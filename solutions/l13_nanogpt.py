@@ -4,12 +4,14 @@ Reference solutions and the exercise registry (COURSE_DESIGN §2):
 
 * ``bigram_probs``: the count-based bigram language model with add-alpha smoothing, the baseline to beat;
 * ``top_k_filter`` and ``top_p_filter``: keep the k most likely tokens / the smallest nucleus holding mass p,
-  returning logits with ``-inf`` everywhere else, (B, V) → (B, V);
+  returning logits with ``-inf`` everywhere else, (B, V) → (B, V) (references: ``utils.gpt``'s, which
+  ``GPT.generate`` uses);
 * ``train_step``: one optimisation step — zero the gradients, forward, backward, clip, step.
 
 Beyond the exercises: the data pipeline (``encode_text``, ``get_batch``), the loss on a split
 (``estimate_loss``), the parameter-count formula (``gpt_param_count``), the renaming from Lecture 12's block to
-nanoGPT's names (``to_nanogpt_names``), the sampler (``sample_next``, ``generate``), a word-level sanity
+nanoGPT's names (``to_nanogpt_names``), one sampling step (``sample_next``; whole samples come from
+``GPT.generate(..., generator=...)``), a word-level sanity
 statistic of samples (``real_word_fraction``) and the widget's figure (``plot_sample``). The model itself is
 ``utils.gpt.GPT`` (re-exported here); the schedule is Lecture 05's ``warmup_cosine``.
 """
@@ -23,12 +25,12 @@ import torch
 
 from solutions.l05_adam_schedules import warmup_cosine
 from utils.exercises import Case, Exercise, ExerciseError
-from utils.gpt import GPT, GPTConfig
+from utils.gpt import GPT, GPTConfig, top_k_filter, top_p_filter
 
 __all__ = [
     "GPT", "GPTConfig", "warmup_cosine", "encode_text", "get_batch", "estimate_loss", "bigram_probs",
     "cross_entropy_of", "gpt_param_count", "to_nanogpt_names", "top_k_filter", "top_p_filter", "sample_next",
-    "generate", "train_step", "real_word_fraction", "plot_sample", "EXERCISES",
+    "train_step", "real_word_fraction", "plot_sample", "EXERCISES",
 ]
 
 
@@ -165,15 +167,7 @@ def to_nanogpt_names(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 
 # ------------------------------------------------------------------------------- exercise 2: top-k filtering
-def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep the k largest logits of each row of logits (B, V) and set the rest to -inf. Returns (B, V).
-
-    k ≥ V keeps everything. After a softmax the -inf entries get probability exactly 0.
-    """
-    if k < 1:
-        raise ValueError(f"top_k must be at least 1, got {k}")
-    kth = torch.topk(logits, min(k, logits.size(-1)), dim=-1).values[:, [-1]]  # (B, 1): the k-th largest
-    return logits.masked_fill(logits < kth, float("-inf"))
+# the reference is utils.gpt.top_k_filter (GPT.generate uses it), re-exported here
 
 
 def _top_k_smallest(logits, k):
@@ -203,20 +197,7 @@ def _top_k_cases() -> list[Case]:
 
 
 # ---------------------------------------------------------------------------- exercise 3: top-p (nucleus)
-def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Nucleus filtering of logits (B, V): keep the most likely tokens, in order, until their probability mass
-    reaches p — the smallest such set, always at least the top token — and set the rest to -inf. p = 1 keeps all.
-    """
-    if not 0 < p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {p}")
-    if p >= 1:
-        return logits.clone()
-    probs = logits.softmax(dim=-1)
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs   # probability of the tokens ranked above this one
-    remove_sorted = mass_before >= p                            # already reached p without this token: drop it
-    remove = remove_sorted.scatter(-1, order, remove_sorted)    # back to vocabulary order
-    return logits.masked_fill(remove, float("-inf"))
+# the reference is utils.gpt.top_p_filter (GPT.generate uses it), re-exported here
 
 
 def _top_p_drop_crossing(logits, p):
@@ -269,22 +250,6 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     if top_p is not None:
         logits = top_p_filter(logits, top_p)
     return torch.multinomial(logits.softmax(dim=-1), num_samples=1, generator=generator).squeeze(1)
-
-
-@torch.no_grad()
-def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-             top_k: int | None = None, top_p: float | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-    """Autoregressive sampling from ``model``: idx (B, T) → (B, T + max_new_tokens). Like ``GPT.generate``,
-    plus top-p and an explicit generator (a fixed seed gives the same text)."""
-    was_training = model.training
-    model.eval()
-    for _ in range(max_new_tokens):
-        logits, _ = model(idx[:, -model.config.block_size:])   # the model only sees its last block_size tokens
-        next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
-        idx = torch.cat([idx, next_id[:, None]], dim=1)
-    model.train(was_training)
-    return idx
 
 
 def real_word_fraction(text: str, words: set[str]) -> float:
@@ -376,7 +341,7 @@ def plot_sample(model: GPT, chars: list[str], prompt: str = "The ", temperature:
         logits = top_p_filter(logits, top_p_arg)
     probs = logits.softmax(-1)[0]
     kept = int((probs > 0).sum())
-    out = generate(model, idx, length, temperature, top_k_arg, top_p_arg, torch.Generator().manual_seed(seed))
+    out = model.generate(idx, length, temperature, top_k_arg, top_p_arg, generator=torch.Generator().manual_seed(seed))
     text = "".join(chars[i] for i in out[0].tolist())
 
     fig, (ax_bar, ax_txt) = plt.subplots(2, 1, figsize=(10, 5.5), gridspec_kw={"height_ratios": [1, 1]})

@@ -142,14 +142,15 @@ def test_sample_next_respects_filters_and_temperature():
         L.sample_next(z, temperature=0.0)
 
 
-def test_generate_with_top_k_matches_gpt_generate():
+def test_sample_next_loop_matches_gpt_generate():
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=9, block_size=6, n_layer=1, n_head=2, n_embd=16))
+    model = GPT(GPTConfig(vocab_size=9, block_size=6, n_layer=1, n_head=2, n_embd=16)).eval()
     idx = torch.tensor([[1, 2]])
-    torch.manual_seed(5)
-    theirs = model.generate(idx, 10, temperature=0.7, top_k=3)
-    torch.manual_seed(5)
-    ours = L.generate(model, idx, 10, temperature=0.7, top_k=3)
+    theirs = model.generate(idx, 10, temperature=0.7, top_k=3, top_p=0.9, generator=torch.Generator().manual_seed(5))
+    ours, g = idx, torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for _ in range(10):  # the lecture's sampling step, one token at a time (context cropped to block_size)
+            ours = torch.cat([ours, L.sample_next(model(ours[:, -6:])[0][:, -1], 0.7, 3, 0.9, g)[:, None]], dim=1)
     assert torch.equal(ours, theirs) and ours.shape == (1, 12)
 
 

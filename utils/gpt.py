@@ -19,18 +19,34 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["GPTConfig", "GPT", "CausalSelfAttention", "MLP", "Block", "top_p_filter"]
+__all__ = ["GPTConfig", "GPT", "CausalSelfAttention", "MLP", "Block", "top_k_filter", "top_p_filter"]
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k largest logits of each row of logits (B, V) and set the rest to -inf. Returns (B, V).
+
+    k ≥ V keeps everything. After a softmax the -inf entries get probability exactly 0.
+    """
+    if k < 1:
+        raise ValueError(f"top_k must be at least 1, got {k}")
+    kth = torch.topk(logits, min(k, logits.size(-1)), dim=-1).values[:, [-1]]  # (B, 1): the k-th largest
+    return logits.masked_fill(logits < kth, float("-inf"))
 
 
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Nucleus filter. logits (B, V) → (B, V) with -inf outside the smallest set of most likely tokens whose
-    probability reaches p (the top token is always kept)."""
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-    probs = F.softmax(sorted_logits, dim=-1)
-    # drop a token when the tokens ranked above it already reach p
-    drop_sorted = probs.cumsum(dim=-1) - probs >= p
-    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-    return logits.masked_fill(drop, float("-inf"))
+    """Nucleus filtering of logits (B, V): keep the most likely tokens, in order, until their probability mass
+    reaches p — the smallest such set, always at least the top token — and set the rest to -inf. p = 1 keeps all.
+    """
+    if not 0 < p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {p}")
+    if p >= 1:
+        return logits.clone()
+    probs = logits.softmax(dim=-1)
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs   # probability of the tokens ranked above this one
+    remove_sorted = mass_before >= p                            # already reached p without this token: drop it
+    remove = remove_sorted.scatter(-1, order, remove_sorted)    # back to vocabulary order
+    return logits.masked_fill(remove, float("-inf"))
 
 
 @dataclass
@@ -150,17 +166,17 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+                 top_k: int | None = None, top_p: float | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
         """Append ``max_new_tokens`` sampled tokens to idx (B, T); returns (B, T + max_new_tokens).
 
         The context is cropped to the last ``block_size`` tokens. ``temperature`` → 0 approaches greedy
         decoding; ``top_k`` samples only among the k most likely tokens; ``top_p`` (nucleus sampling) only
-        among the fewest most likely tokens whose probabilities add up to at least p.
+        among the fewest most likely tokens whose probabilities add up to at least p. ``generator`` makes the
+        draws reproducible without touching the global seed.
         """
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
-        if top_p is not None and not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         was_training = self.training
         self.eval()
         for _ in range(max_new_tokens):
@@ -168,11 +184,10 @@ class GPT(nn.Module):
             logits, _ = self(context)
             logits = logits[:, -1, :] / temperature
             if top_k is not None:
-                kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
+                logits = top_k_filter(logits, top_k)
             if top_p is not None:
                 logits = top_p_filter(logits, top_p)
-            next_id = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+            next_id = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
             idx = torch.cat([idx, next_id], dim=1)
         self.train(was_training)
         return idx
