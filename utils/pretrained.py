@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.data import atomic_write
+from utils.data import atomic_write, font_digits, text_corpus
 from utils.gpt import GPT, GPTConfig
 
 __all__ = ["CharTokenizer", "DigitJudge", "load", "info", "build", "evaluate", "NAMES", "CHECKPOINT_DIR",
@@ -193,8 +193,6 @@ def char_val_loss(model: GPT, tok: CharTokenizer, text: str) -> float:
 
 
 def _judge_data(train: dict[str, Any], split: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from utils.data import font_digits
-
     X, y = font_digits(train["n_digits"] if split == "train" else 4000, size=16, split=split)
     n_junk = train["n_junk"] if split == "train" else 1000
     J = junk_images(n_junk, X, seed=seed)
@@ -214,8 +212,6 @@ def evaluate(name: str, model: Any = None) -> dict[str, float]:
     """Re-measure the metric recorded for ``name`` (on the loaded checkpoint unless ``model`` is given)."""
     recipe = RECIPES[name]()
     if recipe["kind"] == "char_gpt":
-        from utils.data import text_corpus
-
         model, tok = model if model is not None else load(name)
         return {"val_loss": char_val_loss(model, tok, text_corpus(recipe["corpus"], "val"))}
     judge = model if model is not None else load(name)
@@ -232,8 +228,6 @@ def _lr_at(step: int, steps: int, lr: float, min_lr: float, warmup: int) -> floa
 
 
 def _train_char_gpt(recipe: dict[str, Any], steps: int, log: Callable[[str], None]) -> tuple[Any, dict]:
-    from utils.data import text_corpus
-
     t = recipe["train"]
     torch.manual_seed(t["seed"])
     text = text_corpus(recipe["corpus"], "all")
