@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 import torch
@@ -27,14 +28,14 @@ def test_char_tokenizer_round_trip_and_errors():
 
 
 # ------------------------------------------------------------------------------------------ committed models
-@pytest.mark.parametrize("name", P.NAMES)
+@pytest.mark.parametrize("name", P.names())
 def test_checkpoint_is_committed_small_and_recorded(name):
     pt, js = P._paths(name)
     assert pt.exists() and js.exists(), f"missing checkpoint: run python -m utils.pretrained build {name}"
     assert pt.stat().st_size <= P.MAX_CHECKPOINT_BYTES
     record = P.info(name)
     assert record["build_command"] == f"python -m utils.pretrained build {name}"
-    assert record["recipe"] == P.RECIPES[name](), "the recipe changed since the checkpoint was built: rebuild it"
+    assert record["recipe"] == P.spec(name).recipe(), "the recipe changed since the checkpoint was built: rebuild it"
 
 
 def test_checkpoints_total_under_20_mb():
@@ -89,7 +90,7 @@ def test_junk_images_shapes_and_range():
 
 
 # ------------------------------------------------------------------------------------------------ building
-@pytest.mark.parametrize("name", P.NAMES)
+@pytest.mark.parametrize("name", P.names())
 def test_build_is_deterministic_and_loadable(name, tmp_path):
     torch.set_num_threads(1)
     a = P.build(name, tmp_path / "a", steps=3, log=lambda s: None)
@@ -119,3 +120,49 @@ def test_command_line_builds_quietly(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "RuntimeWarning" not in result.stderr
     assert (tmp_path / "char_english.pt").exists() and "wrote" in result.stdout
+
+
+# ------------------------------------------------------------------------------------------ lecture models
+def _toy_spec() -> P.Spec:
+    """A 'model' that is one learned number (the mean of a fixed sample) — enough to exercise the plumbing."""
+    def recipe():
+        return {"kind": "toy_mean", "train": {"steps": 50, "seed": 0}}
+
+    def train(recipe, steps, log):
+        g = torch.Generator().manual_seed(recipe["train"]["seed"])
+        w = torch.zeros(1, requires_grad=True)
+        data = torch.randn(100, generator=g) + 3.0
+        opt = torch.optim.SGD([w], lr=0.1)
+        for _ in range(steps):
+            loss = ((w - data) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return {"state_dict": {"w": w.detach()}}, {"val_error": abs(w.item() - data.mean().item())}
+
+    def load(payload):
+        return payload["state_dict"]["w"]
+
+    def evaluate(w):
+        data = torch.randn(100, generator=torch.Generator().manual_seed(0)) + 3.0
+        return {"val_error": abs(w.item() - data.mean().item())}
+
+    return P.Spec(recipe, train, load, evaluate)
+
+
+def test_a_lecture_model_is_found_in_its_solutions_module(tmp_path, monkeypatch):
+    module = types.ModuleType("solutions.l99_fake")
+    module.PRETRAINED = {"toy_mean": _toy_spec()}
+    monkeypatch.setitem(sys.modules, "solutions.l99_fake", module)
+    monkeypatch.setitem(P.LECTURE_MODELS, "toy_mean", "solutions.l99_fake")
+    record = P.build("toy_mean", tmp_path, log=lambda s: None)
+    assert "toy_mean" in P.names() and record["recipe"]["train"]["steps"] == 50
+    w = P.load("toy_mean", tmp_path, build_if_missing=False)
+    assert w.item() == pytest.approx(3.0, abs=0.3)
+    assert P.evaluate("toy_mean", w)["val_error"] == pytest.approx(record["val_error"], abs=1e-7)
+    assert record["val_error"] < 1e-3
+    assert P.info("toy_mean", tmp_path)["build_command"] == "python -m utils.pretrained build toy_mean"
+    # a module that was named but defines no such model is an error that says where it looked
+    monkeypatch.setitem(P.LECTURE_MODELS, "ghost", "solutions.l99_fake")
+    with pytest.raises(KeyError, match=r"solutions.l99_fake defines no PRETRAINED\['ghost'\]"):
+        P.load("ghost", tmp_path)

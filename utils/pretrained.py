@@ -15,12 +15,13 @@ re-evaluate every committed checkpoint and compare with the recorded metric.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import sys
 import time
 import types
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -31,8 +32,8 @@ import torch.nn.functional as F
 from utils.data import atomic_write, font_digits, text_corpus
 from utils.gpt import GPT, GPTConfig
 
-__all__ = ["CharTokenizer", "DigitJudge", "load", "info", "build", "evaluate", "NAMES", "CHECKPOINT_DIR",
-           "junk_images", "judge_report"]
+__all__ = ["CharTokenizer", "DigitJudge", "Spec", "load", "info", "build", "evaluate", "names", "NAMES",
+           "LECTURE_MODELS", "CHECKPOINT_DIR", "junk_images", "judge_report"]
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 MAX_CHECKPOINT_BYTES = 5 * 1024 * 1024
@@ -160,16 +161,8 @@ def _digit_judge_recipe() -> dict[str, Any]:
     }
 
 
-RECIPES: dict[str, Callable[[], dict[str, Any]]] = {
-    "char_english": _char_english_recipe,
-    "digit_judge": _digit_judge_recipe,
-}
-NAMES = tuple(RECIPES)
-
-
 def _paths(name: str, directory: Path | None = None) -> tuple[Path, Path]:
-    if name not in RECIPES:
-        raise KeyError(f"unknown pretrained model {name!r}; available: {', '.join(NAMES)}")
+    spec(name)  # an unknown name fails here, with the list of known ones
     d = Path(directory) if directory is not None else CHECKPOINT_DIR
     return d / f"{name}.pt", d / f"{name}.json"
 
@@ -206,16 +199,6 @@ def _judge_metrics(judge: DigitJudge, train: dict[str, Any]) -> dict[str, float]
     digits = y != DigitJudge.JUNK
     return {"val_digit_accuracy": (top[digits] == y[digits]).float().mean().item(),
             "val_junk_recall": (top[~digits] == DigitJudge.JUNK).float().mean().item()}
-
-
-def evaluate(name: str, model: Any = None) -> dict[str, float]:
-    """Re-measure the metric recorded for ``name`` (on the loaded checkpoint unless ``model`` is given)."""
-    recipe = RECIPES[name]()
-    if recipe["kind"] == "char_gpt":
-        model, tok = model if model is not None else load(name)
-        return {"val_loss": char_val_loss(model, tok, text_corpus(recipe["corpus"], "val"))}
-    judge = model if model is not None else load(name)
-    return _judge_metrics(judge, recipe["train"])
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -284,19 +267,84 @@ def _train_digit_judge(recipe: dict[str, Any], steps: int, log: Callable[[str], 
     return {"state_dict": judge.state_dict(), "config": recipe["config"]}, _judge_metrics(judge, t)
 
 
+def _load_char_gpt(payload: dict[str, Any]) -> tuple[GPT, CharTokenizer]:
+    model = GPT(GPTConfig(**payload["config"]))
+    model.load_state_dict(payload["state_dict"])
+    return model.eval(), CharTokenizer(payload["chars"])
+
+
+def _load_digit_judge(payload: dict[str, Any]) -> DigitJudge:
+    judge = DigitJudge(**payload["config"])
+    judge.load_state_dict(payload["state_dict"])
+    return judge.eval()
+
+
+# ---------------------------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class Spec:
+    """How one pretrained model is made, loaded and checked.
+
+    recipe():                 JSON-able dict (architecture, data, steps, seed) recorded beside the checkpoint;
+    train(recipe, steps, log): (payload for ``torch.save`` — tensors, dicts, lists only — , metrics dict);
+    load(payload):            the model (in eval mode) the lecture uses;
+    evaluate(model):          re-measures the recorded metrics (deterministic), so a test can compare them.
+    """
+    recipe: Callable[[], dict[str, Any]]
+    train: Callable[[dict[str, Any], int, Callable[[str], None]], tuple[Any, dict[str, float]]]
+    load: Callable[[Any], Any]
+    evaluate: Callable[[Any], dict[str, float]]
+
+
+BUILTIN: dict[str, Spec] = {
+    "char_english": Spec(_char_english_recipe, _train_char_gpt, _load_char_gpt,
+                         lambda m: {"val_loss": char_val_loss(*m, text_corpus("english", "val"))}),
+    "digit_judge": Spec(_digit_judge_recipe, _train_digit_judge, _load_digit_judge,
+                        lambda judge: _judge_metrics(judge, _digit_judge_recipe()["train"])),
+}
+
+# Models only one lecture needs keep their recipe next to that lecture: ``PRETRAINED[name]`` (a Spec) in the
+# solutions module named here. The checkpoints still live in utils/checkpoints and load the same way.
+LECTURE_MODELS: dict[str, str] = {}
+
+
+def names() -> tuple[str, ...]:
+    """Every model ``utils.pretrained(name)`` knows."""
+    return tuple(BUILTIN) + tuple(LECTURE_MODELS)
+
+
+NAMES = names()
+
+
+def spec(name: str) -> Spec:
+    """The :class:`Spec` of ``name`` (importing its lecture's solutions module if it lives there)."""
+    if name in BUILTIN:
+        return BUILTIN[name]
+    if name not in LECTURE_MODELS:
+        raise KeyError(f"unknown pretrained model {name!r}; available: {', '.join(names())}")
+    module = importlib.import_module(LECTURE_MODELS[name])
+    specs = getattr(module, "PRETRAINED", {})
+    if name not in specs:
+        raise KeyError(f"{LECTURE_MODELS[name]} defines no PRETRAINED[{name!r}]")
+    return specs[name]
+
+
+def evaluate(name: str, model: Any = None) -> dict[str, float]:
+    """Re-measure the metrics recorded for ``name`` (on the loaded checkpoint unless ``model`` is given)."""
+    return spec(name).evaluate(model if model is not None else load(name))
+
+
 def build(name: str, directory: str | Path | None = None, steps: int | None = None,
           log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train ``name`` from its recipe (deterministic: fixed seed and steps) and write ``<name>.pt`` and
     ``<name>.json`` atomically into ``directory`` (default: the committed ``utils/checkpoints``).
     ``steps`` overrides the recipe (tests build tiny versions). Returns the JSON record."""
     pt, js = _paths(name, directory)  # raises a helpful KeyError for an unknown name
-    recipe = RECIPES[name]()
+    recipe = spec(name).recipe()
     steps = recipe["train"]["steps"] if steps is None else steps
     pt.parent.mkdir(parents=True, exist_ok=True)
     log(f"building {name!r}: {steps} steps on {torch.get_num_threads()} threads")
     t0 = time.time()
-    trainer = {"char_gpt": _train_char_gpt, "digit_judge": _train_digit_judge}[recipe["kind"]]
-    payload, metrics = trainer(recipe, steps, log)
+    payload, metrics = spec(name).train(recipe, steps, log)
     record = {"name": name, **metrics, "recipe": {**recipe, "train": {**recipe["train"], "steps": steps}},
               "build_command": f"python -m utils.pretrained build {name}",
               "train_seconds": round(time.time() - t0, 1), "threads": torch.get_num_threads(),
@@ -318,8 +366,9 @@ def info(name: str, directory: str | Path | None = None) -> dict[str, Any]:
 
 
 def load(name: str, directory: str | Path | None = None, build_if_missing: bool = True) -> Any:
-    """The pretrained model ``name`` in eval mode: ``(GPT, CharTokenizer)`` for the char GPTs, a
-    :class:`DigitJudge` for ``"digit_judge"``. Trains and saves it first if the checkpoint is missing."""
+    """The pretrained model ``name`` in eval mode: ``(GPT, CharTokenizer)`` for ``"char_english"``, a
+    :class:`DigitJudge` for ``"digit_judge"``, whatever its Spec's ``load`` returns for a lecture's model.
+    Trains and saves it first if the checkpoint is missing."""
     pt, _ = _paths(name, directory)
     if not pt.exists():
         if not build_if_missing:
@@ -327,29 +376,20 @@ def load(name: str, directory: str | Path | None = None, build_if_missing: bool 
                                     f"python -m utils.pretrained build {name}")
         print(f"{pt.name} is missing: training it now (once; takes a few minutes)")
         build(name, directory)
-    payload = torch.load(pt, map_location="cpu", weights_only=True)
-    kind = RECIPES[name]()["kind"]
-    if kind == "char_gpt":
-        model = GPT(GPTConfig(**payload["config"]))
-        model.load_state_dict(payload["state_dict"])
-        return model.eval(), CharTokenizer(payload["chars"])
-    judge = DigitJudge(**payload["config"])
-    judge.load_state_dict(payload["state_dict"])
-    return judge.eval()
+    return spec(name).load(torch.load(pt, map_location="cpu", weights_only=True))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m utils.pretrained", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="train a model from its recipe and write its checkpoint + record")
-    b.add_argument("names", nargs="+", choices=NAMES + ("all",))
+    b.add_argument("names", nargs="+", choices=names() + ("all",))
     b.add_argument("--dir", default=None, help="output directory (default: utils/checkpoints)")
     b.add_argument("--steps", type=int, default=None, help="override the recipe's step count (for testing)")
     e = sub.add_parser("eval", help="re-measure a committed checkpoint and compare with its record")
-    e.add_argument("names", nargs="+", choices=NAMES + ("all",))
+    e.add_argument("names", nargs="+", choices=names() + ("all",))
     args = parser.parse_args(argv)
-    names = NAMES if "all" in args.names else args.names
-    for name in names:
+    for name in (names() if "all" in args.names else args.names):
         if args.command == "build":
             build(name, args.dir, args.steps)
         else:
