@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.gpt import GPT, CausalSelfAttention, GPTConfig
+from utils.gpt import GPT, CausalSelfAttention, GPTConfig, KVCache
 
 SMALL = GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=32)
 
@@ -109,3 +109,45 @@ def test_a_few_steps_fit_a_repeating_sequence():
         loss.backward()
         opt.step()
     assert loss.item() < 0.1
+
+
+# ------------------------------------------------------------------------------------------------ KV cache
+def _float64_model(block_size=32):
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=11, block_size=block_size, n_layer=2, n_head=2, n_embd=16)).double().eval()
+
+
+def test_kv_cache_gives_the_uncached_logits_token_by_token_and_in_chunks():
+    model = _float64_model()
+    idx = torch.randint(11, (3, 20), generator=torch.Generator().manual_seed(1))
+    full, _ = model(idx)
+    cache = KVCache(model.config, batch_size=3, dtype=torch.float64)
+    pieces = [model(idx[:, :5], cache=cache)[0]]           # prefill 5 tokens at once
+    pieces += [model(idx[:, t:t + 1], cache=cache)[0] for t in range(5, 12)]   # then one at a time
+    pieces.append(model(idx[:, 12:], cache=cache)[0])       # then a chunk of 8 that must see the past and itself
+    assert cache.length == 20
+    assert torch.allclose(torch.cat(pieces, 1), full, atol=1e-10, rtol=0)
+
+
+def test_kv_cache_memory_and_overflow():
+    config = GPTConfig(vocab_size=11, block_size=8, n_layer=3, n_head=2, n_embd=16)
+    model = GPT(config).eval()
+    cache = KVCache(config, batch_size=4)
+    model(torch.zeros(4, 5, dtype=torch.long), cache=cache)
+    # K and V × layers × batch × heads × positions × head_dim × 4 bytes (float32)
+    assert cache.nbytes == 2 * 3 * 4 * 2 * 5 * 8 * 4
+    with pytest.raises(ValueError, match="exceeds block_size 8"):
+        model(torch.zeros(4, 4, dtype=torch.long), cache=cache)
+    with pytest.raises(ValueError, match="KV cache is full"):
+        cache.update(0, torch.zeros(4, 2, 4, 8), torch.zeros(4, 2, 4, 8))
+    with pytest.raises(ValueError, match="max_len must be in 1..block_size"):
+        KVCache(config, batch_size=1, max_len=9)
+
+
+@pytest.mark.parametrize("new_tokens", [10, 40])  # 40 runs past block_size 32: the window slides, the cache refills
+def test_cached_generation_samples_the_same_tokens(new_tokens):
+    model = _float64_model()
+    prompt = torch.randint(11, (2, 4), generator=torch.Generator().manual_seed(2))
+    plain = model.generate(prompt, new_tokens, top_k=5, generator=torch.Generator().manual_seed(3))
+    cached = model.generate(prompt, new_tokens, top_k=5, generator=torch.Generator().manual_seed(3), use_cache=True)
+    assert torch.equal(plain, cached)

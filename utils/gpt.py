@@ -5,6 +5,7 @@ later lectures (scaling, alignment, inference, interpretability) import.
     model = GPT(config)
     logits, loss = model(idx, targets)          # idx, targets: (B, T) int64
     out = model.generate(idx, max_new_tokens=100, temperature=0.8, top_k=20)
+    out = model.generate(idx, max_new_tokens=100, use_cache=True)   # same tokens, keys/values kept (L23)
 
 Pre-norm blocks (LayerNorm → attention → residual add; LayerNorm → MLP → residual add), learned positions,
 weight tying between the token embedding and the output layer, causal attention through
@@ -19,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["GPTConfig", "GPT", "CausalSelfAttention", "MLP", "Block", "top_k_filter", "top_p_filter"]
+__all__ = ["GPTConfig", "GPT", "CausalSelfAttention", "MLP", "Block", "KVCache", "top_k_filter", "top_p_filter"]
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -61,6 +62,45 @@ class GPTConfig:
     tie_weights: bool = True  # share the token embedding with the output layer (saves vocab × n_embd params)
 
 
+class KVCache:
+    """The keys and values every layer has computed so far, so generating one more token costs one position's
+    work instead of re-running the whole context (Lecture 23).
+
+    k, v: (n_layer, B, n_head, max_len, head_dim), preallocated — appending is a copy, not a concatenation.
+    ``length`` tokens are stored; the next forward pass with this cache puts its tokens at positions
+    length, length + 1, …
+    """
+
+    def __init__(self, config: GPTConfig, batch_size: int, max_len: int | None = None,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
+        self.max_len = config.block_size if max_len is None else max_len
+        if not 0 < self.max_len <= config.block_size:
+            raise ValueError(f"max_len must be in 1..block_size ({config.block_size}), got {self.max_len}")
+        shape = (config.n_layer, batch_size, config.n_head, self.max_len, config.n_embd // config.n_head)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.length = 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new keys/values k, v (B, n_head, T_new, head_dim) of ``layer``; return all of that layer's
+        keys and values so far, (B, n_head, length + T_new, head_dim). ``length`` moves on in :meth:`advance`,
+        once every layer has stored its part."""
+        start, end = self.length, self.length + k.size(2)
+        if end > self.max_len:
+            raise ValueError(f"KV cache is full: {self.length} + {k.size(2)} tokens > max_len {self.max_len}")
+        self.k[layer, :, :, start:end] = k
+        self.v[layer, :, :, start:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, n_tokens: int) -> None:
+        self.length += n_tokens
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the keys and values stored so far (all layers, K and V)."""
+        return 2 * self.k[:, :, :, :self.length].numel() * self.k.element_size()
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention where position t only sees positions ≤ t. x: (B, T, C) → (B, T, C)."""
 
@@ -74,13 +114,20 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         # (B, T, C) -> (B, n_head, T, head_dim): every head attends independently
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        dropout_p = self.dropout if self.training else 0.0
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
+        else:
+            start = cache.length
+            k, v = cache.update(layer, k, v)  # the past keys/values plus these T new ones
+            # new token i sits at position start + i and may look at keys 0 … start + i
+            mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # concatenate the heads again
         return self.resid_dropout(self.c_proj(y))
 
@@ -108,8 +155,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -147,17 +194,24 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx (B, T) token ids, T ≤ block_size. Returns logits (B, T, vocab) and, given targets (B, T),
-        the mean cross-entropy of predicting targets[:, t] from idx[:, :t+1] (else None)."""
+        the mean cross-entropy of predicting targets[:, t] from idx[:, :t+1] (else None).
+
+        With a :class:`KVCache`, idx are the *next* T tokens after the ``cache.length`` already stored: they
+        attend to the cached keys/values as well as to each other, and the cache keeps theirs too.
+        """
         B, T = idx.shape
-        if T > self.config.block_size:
-            raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
-        pos = torch.arange(T, device=idx.device)
+        start = 0 if cache is None else cache.length
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence length {start + T} exceeds block_size {self.config.block_size}")
+        pos = torch.arange(start, start + T, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        for block in self.transformer.h:
-            x = block(x)
+        for layer, block in enumerate(self.transformer.h):
+            x = block(x, cache, layer)
+        if cache is not None:
+            cache.advance(T)
         logits = self.lm_head(self.transformer.ln_f(x))
         loss = None
         if targets is not None:
@@ -167,21 +221,29 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, use_cache: bool = False) -> torch.Tensor:
         """Append ``max_new_tokens`` sampled tokens to idx (B, T); returns (B, T + max_new_tokens).
 
         The context is cropped to the last ``block_size`` tokens. ``temperature`` → 0 approaches greedy
         decoding; ``top_k`` samples only among the k most likely tokens; ``top_p`` (nucleus sampling) only
         among the fewest most likely tokens whose probabilities add up to at least p. ``generator`` makes the
-        draws reproducible without touching the global seed.
+        draws reproducible without touching the global seed. ``use_cache`` keeps every layer's keys and values
+        (:class:`KVCache`) so each new token costs one position instead of the whole context — same logits.
+        Once the text outgrows block_size the window slides, every position moves, and the cache is refilled.
         """
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         was_training = self.training
         self.eval()
+        cache = None
         for _ in range(max_new_tokens):
-            context = idx[:, -self.config.block_size:]
-            logits, _ = self(context)
+            if not use_cache:
+                logits, _ = self(idx[:, -self.config.block_size:])
+            elif cache is None or idx.size(1) > self.config.block_size:  # start, or the window slid: refill
+                cache = KVCache(self.config, idx.size(0), dtype=self.lm_head.weight.dtype, device=idx.device)
+                logits, _ = self(idx[:, -self.config.block_size:], cache=cache)
+            else:
+                logits, _ = self(idx[:, -1:], cache=cache)  # only the newest token is new
             logits = logits[:, -1, :] / temperature
             if top_k is not None:
                 logits = top_k_filter(logits, top_k)
