@@ -304,7 +304,10 @@ BUILTIN: dict[str, Spec] = {
 
 # Models only one lecture needs keep their recipe next to that lecture: ``PRETRAINED[name]`` (a Spec) in the
 # solutions module named here. The checkpoints still live in utils/checkpoints and load the same way.
-LECTURE_MODELS: dict[str, str] = {}
+LECTURE_MODELS: dict[str, str] = {
+    "scaling_runs": "solutions.l15_scaling_modern_llms",
+    "arith_reasoner": "solutions.l23_inference_agents_reasoning",
+}
 
 
 def names() -> tuple[str, ...]:
