@@ -720,38 +720,16 @@ def _reasoner_recipe() -> dict[str, Any]:
 
 
 def _train_reasoner(recipe: dict[str, Any], steps: int, log: Callable[[str], None]) -> tuple[Any, dict]:
-    from utils.pretrained import _lr_at
     t = recipe["train"]
     torch.manual_seed(t["seed"])
     tok = reasoner_tokenizer()
     config = GPTConfig(vocab_size=tok.vocab_size, **recipe["config"])
     model = GPT(config)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": t["weight_decay"]},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=t["lr"], betas=(0.9, 0.95))
     rng = np.random.default_rng(t["seed"])
-    model.train()
-    for step in range(steps):
-        xb, yb = reasoner_batch(tok, t["batch_size"], config.block_size, rng)
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, steps, t["lr"], t["min_lr"], t["warmup"])
-        _, loss = model(xb, yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), t["grad_clip"])
-        opt.step()
-        if step % 250 == 0 or step == steps - 1:
-            log(f"step {step:5d}/{steps}  loss {loss.item():.4f}")
-    model.eval()
+    next_batch = lambda step: reasoner_batch(tok, t["batch_size"], config.block_size, rng)  # noqa: E731
+    utils.pretrained.train_gpt(model, next_batch, **{**t, "steps": steps}, log=log, log_every=250)
     payload = {"state_dict": model.state_dict(), "config": asdict(config), "chars": tok.chars}
     return payload, _reasoner_metrics((model, tok))
-
-
-def _load_reasoner(payload: dict[str, Any]) -> tuple[GPT, CharTokenizer]:
-    model = GPT(GPTConfig(**payload["config"]))
-    model.load_state_dict(payload["state_dict"])
-    return model.eval(), CharTokenizer(payload["chars"])
 
 
 def _reasoner_metrics(m: tuple[GPT, CharTokenizer], n: int = 300) -> dict[str, float]:
@@ -766,7 +744,7 @@ def _reasoner_metrics(m: tuple[GPT, CharTokenizer], n: int = 300) -> dict[str, f
 
 
 PRETRAINED = {"arith_reasoner": utils.pretrained.Spec(recipe=_reasoner_recipe, train=_train_reasoner,
-                                                      load=_load_reasoner, evaluate=_reasoner_metrics)}
+                                                      load=utils.pretrained.load_char_gpt, evaluate=_reasoner_metrics)}
 
 
 # ================================================================================================= registry

@@ -33,7 +33,7 @@ from utils.data import atomic_write, font_digits, text_corpus
 from utils.gpt import GPT, GPTConfig
 
 __all__ = ["CharTokenizer", "DigitJudge", "Spec", "load", "info", "build", "evaluate", "names", "NAMES",
-           "LECTURE_MODELS", "CHECKPOINT_DIR", "junk_images", "judge_report"]
+           "LECTURE_MODELS", "CHECKPOINT_DIR", "train_gpt", "load_char_gpt", "junk_images", "judge_report"]
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 MAX_CHECKPOINT_BYTES = 5 * 1024 * 1024
@@ -210,6 +210,41 @@ def _lr_at(step: int, steps: int, lr: float, min_lr: float, warmup: int) -> floa
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
+def train_gpt(model: GPT, next_batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]], *, steps: int,
+              lr: float, min_lr: float, warmup: int, weight_decay: float, grad_clip: float,
+              log: Callable[[str], None] = print, log_every: int = 100,
+              evaluate: Callable[[GPT], float] | None = None, eval_every: int = 500, **unused: Any) -> GPT:
+    """The nanoGPT recipe every course GPT checkpoint is trained with: AdamW (betas 0.9/0.95, weight decay on
+    the matrices only), linear warmup then cosine decay from ``lr`` to ``min_lr``, gradient-norm clipping.
+
+    ``next_batch(step)`` returns inputs and targets (B, T) (targets -1 are ignored). ``evaluate(model)``, if
+    given, is logged every ``eval_every`` steps. Extra keyword arguments (the rest of a recipe's ``train``
+    dict, e.g. ``seed``, ``batch_size``) are ignored so a recipe can be passed as ``**recipe["train"]``
+    (with ``steps`` overridden where a test builds a shorter run).
+    Returns the model in eval mode.
+    """
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+    model.train()
+    for step in range(steps):
+        xb, yb = next_batch(step)
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, steps, lr, min_lr, warmup)
+        _, loss = model(xb, yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        if evaluate is not None and step % eval_every == 0 and step > 0:
+            log(f"step {step:5d}/{steps}  loss {loss.item():.3f}  val {evaluate(model):.3f}")
+            model.train()
+        elif step % log_every == 0 or step == steps - 1:
+            log(f"step {step:5d}/{steps}  loss {loss.item():.3f}")
+    return model.eval()
+
+
 def _train_char_gpt(recipe: dict[str, Any], steps: int, log: Callable[[str], None]) -> tuple[Any, dict]:
     t = recipe["train"]
     torch.manual_seed(t["seed"])
@@ -218,31 +253,16 @@ def _train_char_gpt(recipe: dict[str, Any], steps: int, log: Callable[[str], Non
     data = torch.tensor(tok.encode(text_corpus(recipe["corpus"], "train")), dtype=torch.long)
     config = GPTConfig(vocab_size=tok.vocab_size, **recipe["config"])
     model = GPT(config)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": t["weight_decay"]},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=t["lr"], betas=(0.9, 0.95))
     g = torch.Generator().manual_seed(t["seed"])
     T, B = config.block_size, t["batch_size"]
     val_text = text_corpus(recipe["corpus"], "val")
-    model.train()
-    for step in range(steps):
+
+    def random_windows(step: int) -> tuple[torch.Tensor, torch.Tensor]:
         starts = torch.randint(len(data) - T - 1, (B,), generator=g)
-        xb = torch.stack([data[s:s + T] for s in starts])
-        yb = torch.stack([data[s + 1:s + T + 1] for s in starts])
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, steps, t["lr"], t["min_lr"], t["warmup"])
-        _, loss = model(xb, yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), t["grad_clip"])
-        opt.step()
-        if step % 500 == 0 and step > 0:
-            log(f"step {step:5d}/{steps}  loss {loss.item():.3f}  val loss {char_val_loss(model, tok, val_text):.3f}")
-            model.train()
-        elif step % 100 == 0:
-            log(f"step {step:5d}/{steps}  loss {loss.item():.3f}")
-    model.eval()
+        return (torch.stack([data[s:s + T] for s in starts]), torch.stack([data[s + 1:s + T + 1] for s in starts]))
+
+    train_gpt(model, random_windows, **{**t, "steps": steps}, log=log,
+              evaluate=lambda m: char_val_loss(m, tok, val_text))
     payload = {"state_dict": model.state_dict(), "config": asdict(config), "chars": tok.chars}
     return payload, {"val_loss": char_val_loss(model, tok, val_text)}
 
@@ -267,7 +287,8 @@ def _train_digit_judge(recipe: dict[str, Any], steps: int, log: Callable[[str], 
     return {"state_dict": judge.state_dict(), "config": recipe["config"]}, _judge_metrics(judge, t)
 
 
-def _load_char_gpt(payload: dict[str, Any]) -> tuple[GPT, CharTokenizer]:
+def load_char_gpt(payload: dict[str, Any]) -> tuple[GPT, CharTokenizer]:
+    """A char GPT and its tokenizer from a checkpoint payload {"state_dict", "config", "chars"}."""
     model = GPT(GPTConfig(**payload["config"]))
     model.load_state_dict(payload["state_dict"])
     return model.eval(), CharTokenizer(payload["chars"])
@@ -296,7 +317,7 @@ class Spec:
 
 
 BUILTIN: dict[str, Spec] = {
-    "char_english": Spec(_char_english_recipe, _train_char_gpt, _load_char_gpt,
+    "char_english": Spec(_char_english_recipe, _train_char_gpt, load_char_gpt,
                          lambda m: {"val_loss": char_val_loss(*m, text_corpus("english", "val"))}),
     "digit_judge": Spec(_digit_judge_recipe, _train_digit_judge, _load_digit_judge,
                         lambda judge: _judge_metrics(judge, _digit_judge_recipe()["train"])),
