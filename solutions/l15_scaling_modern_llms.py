@@ -400,46 +400,27 @@ class GroupedQueryAttention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
-class _GQARepeatTiled(GroupedQueryAttention):
-    def forward(self, x):
-        B, T, C = x.shape
-        q = self.q(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        k, v = self.kv(x).view(B, T, 2, self.n_kv_head, self.head_dim).permute(2, 0, 3, 1, 4)
-        if self.rope:
-            cos, sin = rope_angles(T, self.head_dim)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        group = self.n_head // self.n_kv_head
-        k, v = k.repeat(1, group, 1, 1), v.repeat(1, group, 1, 1)   # heads 0,1,0,1 instead of 0,0,1,1
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+def _gqa_mistake(tiled: bool = False, causal: bool = True, rope_on_keys: bool = True) -> type[nn.Module]:
+    """GroupedQueryAttention with one of the slips students make (the checker's common mistakes)."""
 
+    class Mistake(GroupedQueryAttention):
+        def forward(self, x):
+            B, T, C = x.shape
+            q = self.q(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+            k, v = self.kv(x).view(B, T, 2, self.n_kv_head, self.head_dim).permute(2, 0, 3, 1, 4)
+            if self.rope:
+                cos, sin = rope_angles(T, self.head_dim)
+                q = apply_rope(q, cos, sin)
+                k = apply_rope(k, cos, sin) if rope_on_keys else k
+            group = self.n_head // self.n_kv_head
+            if tiled:  # heads 0,1,0,1 instead of 0,0,1,1
+                k, v = k.repeat(1, group, 1, 1), v.repeat(1, group, 1, 1)
+            else:
+                k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+            return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
-class _GQANotCausal(GroupedQueryAttention):
-    def forward(self, x):
-        B, T, C = x.shape
-        q = self.q(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        k, v = self.kv(x).view(B, T, 2, self.n_kv_head, self.head_dim).permute(2, 0, 3, 1, 4)
-        if self.rope:
-            cos, sin = rope_angles(T, self.head_dim)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        group = self.n_head // self.n_kv_head
-        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
-
-
-class _GQARopeOnQueryOnly(GroupedQueryAttention):
-    def forward(self, x):
-        B, T, C = x.shape
-        q = self.q(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        k, v = self.kv(x).view(B, T, 2, self.n_kv_head, self.head_dim).permute(2, 0, 3, 1, 4)
-        if self.rope:
-            cos, sin = rope_angles(T, self.head_dim)
-            q = apply_rope(q, cos, sin)
-        group = self.n_head // self.n_kv_head
-        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+    return Mistake
 
 
 def _gqa_cases() -> list[Case]:
@@ -864,9 +845,9 @@ EXERCISES = [
         cases=_gqa_cases,
         runner=run_module(GroupedQueryAttention),
         mistakes={
-            "tiled the kv heads (.repeat: 0,1,0,1) instead of repeat_interleave (0,0,1,1)": _GQARepeatTiled,
-            "forgot the causal mask": _GQANotCausal,
-            "applied RoPE to the queries but not the keys": _GQARopeOnQueryOnly,
+            "tiled the kv heads (.repeat: 0,1,0,1) instead of repeat_interleave (0,0,1,1)": _gqa_mistake(tiled=True),
+            "forgot the causal mask": _gqa_mistake(causal=False),
+            "applied RoPE to the queries but not the keys": _gqa_mistake(rope_on_keys=False),
         },
         hint="q: view (B, T, H, hd) → transpose; k, v: view (B, T, 2, Hkv, hd) → permute(2, 0, 3, 1, 4); RoPE "
              "on q and k; k.repeat_interleave(H // Hkv, dim=1) (same for v); then "
