@@ -71,10 +71,13 @@ def test_held_out_split_and_offpalette_data():
 
 def test_vqa_data_answers_are_consistent():
     images, q, a, texts = L.vqa_data(200, seed=3)
-    assert images.shape == (200, 3, 32, 32) and q.shape == (200, 6) and (q[:, -1] == L.encode("?")[0]).all()
+    assert images.shape == (200, 3, 32, 32) and q.shape == (200, L.QUESTION_LEN)
+    shape_words = {L.VOCAB.index(w) for w in [*L.SHAPE_NAMES, *L.PLURALS]}
+    assert all(i in shape_words for i in q[:, -1].tolist()), "the answer is read at the shape word, always last"
     words = [L.VOCAB[i] for i in a.tolist()]
-    for t, w in zip(texts, words):
+    for t, w, ids in zip(texts, words, q.tolist()):
         assert (w in L.COLOR_NAMES) if t.startswith("what") else w in {"0", "1", "2"}
+        assert L.decode(ids) == t, "left-padded with <pad>, which decode drops"
 
 
 def test_projector_shapes():
@@ -144,7 +147,14 @@ def test_zero_shot_accuracy_and_retrieval(tiny_models):
     assert L.retrieval_recall(e, e) == (1.0, 1.0)
 
 
-@pytest.mark.parametrize("text", ["how many circles ?", "a photo of a red triangle", "a purple dog"])
+def test_answer_ignores_a_trailing_question_mark(tiny_models):
+    _, vlm, _ = tiny_models
+    image = L.vqa_data(1, seed=2)[0][0]
+    assert L.answer(vlm, image, "how many circles ?") == L.answer(vlm, image, "how many circles")
+
+
+@pytest.mark.parametrize("text", ["how many circles ?", "what colour is the square", "a photo of a red triangle",
+                                  "a purple dog"])
 def test_widget_update(tiny_models, text):
     clip, vlm, _ = tiny_models
     images = L.vqa_data(4, seed=1)[0]
