@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from solutions.l21_ddpm import Schedule, TinyUNet, make_schedule, q_sample, timestep_embedding, train_diffusion
+from utils.diffusion import Schedule, TinyUNet, make_schedule, q_sample, timestep_embedding, train_diffusion
 from utils.exercises import Case, Exercise
 
 __all__ = [

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from solutions import l22_guidance_latent_diffusion as L
-from solutions.l21_ddpm import TinyUNet, make_schedule
+from utils.diffusion import TinyUNet, make_schedule
 from utils.widgets import render
 
 
