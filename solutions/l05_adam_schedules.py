@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from utils.exercises import Case, Exercise, optimizer_runner, run_optimizer
+from utils.training import warmup_cosine  # the exercise's reference: L13 and L15 train with it too
 
 __all__ = [
     "Adam", "AdamW", "warmup_cosine", "clip_grad_norm_", "run_optimizer", "step_decay", "cosine_decay",
@@ -161,20 +162,6 @@ def _adamw_cases() -> list[Case]:
 
 
 # ------------------------------------------------------------------------------------------------- schedules
-def warmup_cosine(step: int, total_steps: int, warmup_steps: int, max_lr: float, min_lr: float = 0.0) -> float:
-    """Learning rate at ``step`` (0-based): linear warmup, then cosine decay to ``min_lr`` (as in nanoGPT).
-
-    step < warmup_steps:        max_lr · (step + 1) / (warmup_steps + 1)
-    warmup_steps ≤ step < total: min_lr + ½ (max_lr − min_lr)(1 + cos(π · progress)),
-                                 progress = (step − warmup_steps) / (total_steps − warmup_steps) ∈ [0, 1)
-    step ≥ total_steps:         min_lr
-    """
-    if step < warmup_steps:
-        return max_lr * (step + 1) / (warmup_steps + 1)
-    if step >= total_steps:
-        return min_lr
-    progress = (step - warmup_steps) / (total_steps - warmup_steps)
-    return min_lr + 0.5 * (max_lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
 def _schedule_runner(impl: Callable, case: Case) -> torch.Tensor | None:

@@ -23,9 +23,9 @@ import textwrap
 import matplotlib.pyplot as plt
 import torch
 
-from solutions.l05_adam_schedules import warmup_cosine
 from utils.exercises import Case, Exercise, ExerciseError
-from utils.gpt import GPT, GPTConfig, top_k_filter, top_p_filter
+from utils.gpt import GPT, GPTConfig, estimate_loss, get_batch, top_k_filter, top_p_filter
+from utils.training import warmup_cosine
 
 __all__ = [
     "GPT", "GPTConfig", "warmup_cosine", "encode_text", "get_batch", "estimate_loss", "bigram_probs",
@@ -42,42 +42,6 @@ def encode_text(text: str, chars: list[str]) -> torch.Tensor:
     if unknown:
         raise ValueError(f"characters not in the vocabulary: {unknown[:10]}")
     return torch.tensor([stoi[c] for c in text], dtype=torch.long)
-
-
-def get_batch(ids: torch.Tensor, block_size: int, batch_size: int,
-              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random windows of a token stream ids (N,). Returns x, y, each (B, T) with y = x shifted left by one:
-    y[b, t] is the token that follows x[b, :t+1], so one window holds T training examples."""
-    if len(ids) <= block_size:
-        raise ValueError(f"need more than block_size={block_size} tokens, got {len(ids)}")
-    starts = torch.randint(len(ids) - block_size, (batch_size,), generator=generator)
-    offsets = torch.arange(block_size)
-    x = ids[starts[:, None] + offsets]          # (B, T) gathered in one indexing op
-    y = ids[starts[:, None] + offsets + 1]
-    return x, y
-
-
-@torch.no_grad()
-def estimate_loss(model: torch.nn.Module, ids: torch.Tensor, block_size: int, max_blocks: int | None = None,
-                  batch_size: int = 256) -> float:
-    """Mean next-token cross-entropy (nats) of ``model`` over consecutive non-overlapping windows of ids (N,).
-    ``max_blocks`` limits the cost: that many windows spread evenly over the text (not just its beginning,
-    which may be an unusual page). Deterministic; leaves the model's mode unchanged."""
-    n_all = (len(ids) - 1) // block_size
-    x = ids[: n_all * block_size].view(n_all, block_size)
-    y = ids[1: n_all * block_size + 1].view(n_all, block_size)
-    if max_blocks is not None and max_blocks < n_all:
-        keep = torch.linspace(0, n_all - 1, max_blocks).long()
-        x, y = x[keep], y[keep]
-    n = len(x)
-    was_training = model.training
-    model.eval()
-    total = 0.0
-    for i in range(0, n, batch_size):
-        _, loss = model(x[i:i + batch_size], y[i:i + batch_size])
-        total += loss.item() * len(x[i:i + batch_size])
-    model.train(was_training)
-    return total / n
 
 
 # ----------------------------------------------------------------------------- exercise 1: the bigram baseline

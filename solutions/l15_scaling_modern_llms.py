@@ -32,13 +32,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import utils
-from solutions.l05_adam_schedules import warmup_cosine
-from solutions.l12_transformer import RMSNorm
-from solutions.l13_nanogpt import estimate_loss, get_batch
 from utils.data import text_corpus
 from utils.exercises import Case, Exercise, run_module
-from utils.gpt import GPT, GPTConfig
+from utils.gpt import GPT, GPTConfig, RMSNorm, estimate_loss, get_batch
 from utils.pretrained import CharTokenizer, Spec
+from utils.training import warmup_cosine
 
 __all__ = [
     "char_data", "make_gpt", "scaling_params", "train_lm", "fit_power_law", "fit_scaling_law", "power_law",

@@ -6,6 +6,8 @@ later lectures (scaling, alignment, inference, interpretability) import.
     logits, loss = model(idx, targets)          # idx, targets: (B, T) int64
     out = model.generate(idx, max_new_tokens=100, temperature=0.8, top_k=20)
     out = model.generate(idx, max_new_tokens=100, use_cache=True)   # same tokens, keys/values kept (L23)
+    x, y = get_batch(ids, block_size=64, batch_size=32)            # random windows of a token stream
+    estimate_loss(model, val_ids, block_size=64)                   # held-out loss, consecutive windows
 
 Pre-norm blocks (LayerNorm → attention → residual add; LayerNorm → MLP → residual add), learned positions,
 weight tying between the token embedding and the output layer, causal attention through
@@ -20,7 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["GPTConfig", "GPT", "CausalSelfAttention", "MLP", "Block", "KVCache", "top_k_filter", "top_p_filter"]
+__all__ = ["GPTConfig", "GPT", "CausalSelfAttention", "MLP", "Block", "KVCache", "RMSNorm", "top_k_filter",
+           "top_p_filter", "get_batch", "estimate_loss"]
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -48,6 +51,54 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     remove_sorted = mass_before >= p                            # already reached p without this token: drop it
     remove = remove_sorted.scatter(-1, order, remove_sorted)    # back to vocabulary order
     return logits.masked_fill(remove, float("-inf"))
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x²) + eps) * weight over the last dim: LayerNorm without subtracting the mean (or a bias)."""
+
+    def __init__(self, d: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def get_batch(ids: torch.Tensor, block_size: int, batch_size: int,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random windows of a token stream ids (N,). Returns x, y, each (B, T) with y = x shifted left by one:
+    y[b, t] is the token that follows x[b, :t+1], so one window holds T training examples."""
+    if len(ids) <= block_size:
+        raise ValueError(f"need more than block_size={block_size} tokens, got {len(ids)}")
+    starts = torch.randint(len(ids) - block_size, (batch_size,), generator=generator)
+    offsets = torch.arange(block_size)
+    x = ids[starts[:, None] + offsets]          # (B, T) gathered in one indexing op
+    y = ids[starts[:, None] + offsets + 1]
+    return x, y
+
+
+@torch.no_grad()
+def estimate_loss(model: torch.nn.Module, ids: torch.Tensor, block_size: int, max_blocks: int | None = None,
+                  batch_size: int = 256) -> float:
+    """Mean next-token cross-entropy (nats) of ``model`` over consecutive non-overlapping windows of ids (N,).
+    ``max_blocks`` limits the cost: that many windows spread evenly over the text (not just its beginning,
+    which may be an unusual page). Deterministic; leaves the model's mode unchanged."""
+    n_all = (len(ids) - 1) // block_size
+    x = ids[: n_all * block_size].view(n_all, block_size)
+    y = ids[1: n_all * block_size + 1].view(n_all, block_size)
+    if max_blocks is not None and max_blocks < n_all:
+        keep = torch.linspace(0, n_all - 1, max_blocks).long()
+        x, y = x[keep], y[keep]
+    n = len(x)
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for i in range(0, n, batch_size):
+        _, loss = model(x[i:i + batch_size], y[i:i + batch_size])
+        total += loss.item() * len(x[i:i + batch_size])
+    model.train(was_training)
+    return total / n
 
 
 @dataclass

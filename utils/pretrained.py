@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.data import atomic_write, font_digits, text_corpus
-from utils.gpt import GPT, GPTConfig
+from utils.gpt import GPT, GPTConfig, estimate_loss
 
 __all__ = ["CharTokenizer", "DigitJudge", "Spec", "load", "info", "build", "evaluate", "names", "NAMES",
            "LECTURE_MODELS", "CHECKPOINT_DIR", "train_gpt", "load_char_gpt", "junk_images", "judge_report"]
@@ -168,21 +168,11 @@ def _paths(name: str, directory: Path | None = None) -> tuple[Path, Path]:
 
 
 # -------------------------------------------------------------------------------------------- evaluation
-@torch.no_grad()
 def char_val_loss(model: GPT, tok: CharTokenizer, text: str) -> float:
     """Mean next-character cross-entropy (nats) over ``text`` cut into consecutive windows of block_size + 1
     characters (every position predicted once, with the context since its window began)."""
-    model.eval()
     ids = torch.tensor(tok.encode(text), dtype=torch.long)
-    T = model.config.block_size
-    n = (len(ids) - 1) // T
-    x = ids[: n * T].view(n, T)
-    y = ids[1: n * T + 1].view(n, T)
-    total = 0.0
-    for i in range(0, n, 64):
-        _, loss = model(x[i:i + 64], y[i:i + 64])
-        total += loss.item() * len(x[i:i + 64])
-    return total / n
+    return estimate_loss(model, ids, model.config.block_size, batch_size=64)
 
 
 def _judge_data(train: dict[str, Any], split: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

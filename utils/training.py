@@ -6,13 +6,14 @@ Fixed number of steps (never "for N seconds"), minibatches drawn by a seeded gen
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-__all__ = ["fit", "evaluate", "batches"]
+__all__ = ["fit", "evaluate", "batches", "warmup_cosine"]
 
 Data = tuple[torch.Tensor, torch.Tensor]
 
@@ -84,3 +85,19 @@ def fit(model: torch.nn.Module, train: Data, loss_fn: Callable = F.cross_entropy
                 history.setdefault(f"val_{k}", []).append(v)
             bar.set_postfix(loss=f"{loss.item():.3f}", val_loss=f"{metrics['loss']:.3f}")
     return history
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int, max_lr: float, min_lr: float = 0.0) -> float:
+    """Learning rate at ``step`` (0-based): linear warmup, then cosine decay to ``min_lr`` (as in nanoGPT).
+
+    step < warmup_steps:        max_lr · (step + 1) / (warmup_steps + 1)
+    warmup_steps ≤ step < total: min_lr + ½ (max_lr − min_lr)(1 + cos(π · progress)),
+                                 progress = (step − warmup_steps) / (total_steps − warmup_steps) ∈ [0, 1)
+    step ≥ total_steps:         min_lr
+    """
+    if step < warmup_steps:
+        return max_lr * (step + 1) / (warmup_steps + 1)
+    if step >= total_steps:
+        return min_lr
+    progress = (step - warmup_steps) / (total_steps - warmup_steps)
+    return min_lr + 0.5 * (max_lr - min_lr) * (1 + math.cos(math.pi * progress))
