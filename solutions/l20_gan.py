@@ -16,6 +16,7 @@ widget's plot (``plot_ring_step``), and the digit GAN (``DigitGenerator``, ``Dig
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import matplotlib.pyplot as plt
 import torch
@@ -26,7 +27,7 @@ from utils.exercises import Case, Exercise, run_module  # noqa: F401  (run_modul
 
 __all__ = [
     "discriminator_loss", "generator_loss", "saturating_generator_loss", "gradient_penalty", "count_modes",
-    "ring_centres", "mlp", "train_gan_2d", "generator_grad_norms", "plot_ring_step", "DigitGenerator",
+    "ring_centres", "mlp", "gan_step", "train_gan_2d", "generator_grad_norms", "plot_ring_step", "DigitGenerator",
     "DigitDiscriminator", "train_digit_gan", "nearest_distance", "EXERCISES",
 ]
 
@@ -221,6 +222,28 @@ def mlp(d_in: int, d_out: int, hidden: int = 128) -> nn.Sequential:
                          nn.Linear(hidden, d_out))
 
 
+def gan_step(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+             real: torch.Tensor, z: torch.Tensor, d_loss_fn=discriminator_loss, g_loss_fn=generator_loss,
+             penalty: Callable | None = None) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+    """One round of the game: a discriminator step, then a generator step through the *updated* D on the same
+    fakes G(z). ``penalty(D, real, fake)``, if given, is added to D's loss (the gradient penalty).
+    Returns (d_loss, g_loss, real_logits, fake_logits) — the logits of the discriminator step, for logging."""
+    fake = G(z)
+    # discriminator step: fake.detach() so this step does not push gradients into G
+    real_logits, fake_logits = D(real), D(fake.detach())
+    d_loss = d_loss_fn(real_logits, fake_logits)
+    if penalty is not None:
+        d_loss = d_loss + penalty(D, real, fake.detach())
+    opt_d.zero_grad()
+    d_loss.backward()
+    opt_d.step()
+    g_loss = g_loss_fn(D(fake))
+    opt_g.zero_grad()
+    g_loss.backward()
+    opt_g.step()
+    return d_loss.item(), g_loss.item(), real_logits.detach(), fake_logits.detach()
+
+
 def train_gan_2d(data: torch.Tensor, steps: int = 1000, gp_weight: float = 0.0, seed: int = 0, batch_size: int = 128,
                  z_dim: int = 16, lr: float = 1e-3, snapshot_every: int = 50, n_snapshot: int = 1000,
                  d_loss_fn=discriminator_loss, g_loss_fn=generator_loss, gp_fn=gradient_penalty) -> dict:
@@ -237,6 +260,10 @@ def train_gan_2d(data: torch.Tensor, steps: int = 1000, gp_weight: float = 0.0, 
     gen = torch.Generator().manual_seed(seed)
     z_fixed = torch.randn(n_snapshot, z_dim, generator=gen)
     snapshots, d_losses, g_losses = {}, [], []
+
+    def penalty(D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        return gp_weight * gp_fn(D, real, fake, torch.rand(batch_size, generator=gen))
+
     for step in range(steps + 1):
         if step % snapshot_every == 0 or step == steps:
             with torch.no_grad():
@@ -244,21 +271,11 @@ def train_gan_2d(data: torch.Tensor, steps: int = 1000, gp_weight: float = 0.0, 
         if step == steps:
             break
         real = data[torch.randint(len(data), (batch_size,), generator=gen)]
-        fake = G(torch.randn(batch_size, z_dim, generator=gen))
-        # discriminator step: fake.detach() so this step does not push gradients into G
-        d_loss = d_loss_fn(D(real), D(fake.detach()))
-        if gp_weight > 0:
-            d_loss = d_loss + gp_weight * gp_fn(D, real, fake.detach(), torch.rand(batch_size, generator=gen))
-        opt_d.zero_grad()
-        d_loss.backward()
-        opt_d.step()
-        # generator step: through the *updated* D, on the same fakes
-        g_loss = g_loss_fn(D(fake))
-        opt_g.zero_grad()
-        g_loss.backward()
-        opt_g.step()
-        d_losses.append(d_loss.item())
-        g_losses.append(g_loss.item())
+        z = torch.randn(batch_size, z_dim, generator=gen)
+        d_loss, g_loss, _, _ = gan_step(G, D, opt_g, opt_d, real, z, d_loss_fn, g_loss_fn,
+                                      penalty if gp_weight > 0 else None)
+        d_losses.append(d_loss)
+        g_losses.append(g_loss)
     return {"G": G, "D": D, "snapshots": snapshots, "d_loss": d_losses, "g_loss": g_losses}
 
 
@@ -345,9 +362,9 @@ class DigitDiscriminator(nn.Module):
 def train_digit_gan(images: torch.Tensor, steps: int = 1000, seed: int = 0, batch_size: int = 64, z_dim: int = 32,
                     width: int = 24, lr: float = 2e-4, d_loss_fn=discriminator_loss,
                     g_loss_fn=generator_loss) -> dict:
-    """The same alternating loop as ``train_gan_2d`` on images (N, 1, 16, 16) in [0, 1], Adam(lr, betas=(0.5,
-    0.999)) as in DCGAN. Returns {"G" (eval mode), "D", "d_loss", "g_loss", "d_real", "d_fake"} (the last two:
-    mean D on real and on fake per step)."""
+    """The same alternating loop (``gan_step``) as ``train_gan_2d`` on images (N, 1, 16, 16) in [0, 1],
+    Adam(lr, betas=(0.5, 0.999)) as in DCGAN. Returns {"G" (eval mode), "D", "d_loss", "g_loss", "d_real",
+    "d_fake"} (the last two: mean D on real and on fake per step)."""
     torch.manual_seed(seed)
     G, D = DigitGenerator(z_dim, width), DigitDiscriminator(width)
     opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.5, 0.999))
@@ -356,18 +373,10 @@ def train_digit_gan(images: torch.Tensor, steps: int = 1000, seed: int = 0, batc
     log = {"d_loss": [], "g_loss": [], "d_real": [], "d_fake": []}
     for _ in range(steps):
         real = images[torch.randint(len(images), (batch_size,), generator=gen)]
-        fake = G(torch.randn(batch_size, z_dim, generator=gen))
-        real_logits, fake_logits = D(real), D(fake.detach())
-        d_loss = d_loss_fn(real_logits, fake_logits)
-        opt_d.zero_grad()
-        d_loss.backward()
-        opt_d.step()
-        g_loss = g_loss_fn(D(fake))
-        opt_g.zero_grad()
-        g_loss.backward()
-        opt_g.step()
-        log["d_loss"].append(d_loss.item())
-        log["g_loss"].append(g_loss.item())
+        z = torch.randn(batch_size, z_dim, generator=gen)
+        d_loss, g_loss, real_logits, fake_logits = gan_step(G, D, opt_g, opt_d, real, z, d_loss_fn, g_loss_fn)
+        log["d_loss"].append(d_loss)
+        log["g_loss"].append(g_loss)
         log["d_real"].append(torch.sigmoid(real_logits).mean().item())
         log["d_fake"].append(torch.sigmoid(fake_logits).mean().item())
     return {"G": G.eval(), "D": D, **log}
