@@ -1,8 +1,9 @@
 """Shared helpers of the course "Deep Learning — from neural nets to frontier models".
 
 Flat and small: `utils.data` (offline datasets), `utils.exercises` (checked exercises), `utils.gpt` (a
-nanoGPT-style GPT), `utils.pretrained` (the course's committed tiny models), `utils.plotting`, `utils.widgets`,
-`utils.training` (`fit`/`evaluate` for lectures after L03).
+nanoGPT-style GPT), `utils.diffusion` (the DDPM pieces L21 and L22 share), `utils.pretrained` (the course's
+committed tiny models), `utils.plotting`, `utils.widgets`, `utils.training` (`fit`/`evaluate` for lectures after
+L03, `warmup_cosine`).
 The functions here set up a reproducible run: `seed_everything`, `device`, `env_report`.
 """
 from __future__ import annotations

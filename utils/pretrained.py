@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from utils.data import atomic_write, font_digits, text_corpus
 from utils.gpt import GPT, GPTConfig, estimate_loss
 
-__all__ = ["CharTokenizer", "DigitJudge", "Spec", "load", "info", "build", "evaluate", "names", "NAMES",
+__all__ = ["CharTokenizer", "DigitJudge", "Spec", "load", "info", "build", "evaluate", "names",
            "LECTURE_MODELS", "CHECKPOINT_DIR", "train_gpt", "load_char_gpt", "junk_images", "judge_report"]
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
@@ -324,9 +324,6 @@ LECTURE_MODELS: dict[str, str] = {
 def names() -> tuple[str, ...]:
     """Every model ``utils.pretrained(name)`` knows."""
     return tuple(BUILTIN) + tuple(LECTURE_MODELS)
-
-
-NAMES = names()
 
 
 def spec(name: str) -> Spec:
